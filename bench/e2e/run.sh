@@ -1,0 +1,55 @@
+#!/bin/bash
+# bench/e2e: configuration POST → first item visible at the collection's public
+# endpoint, over N fresh collections on the running single-node Swarm (`make up`
+# first), printed beside the peer: a plain `docker run` of the scraper image
+# doing one scrape of the same page (`scrapr-scraper --once`) until its first item.
+#   bench/e2e/run.sh [N]   (default 10)
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+N=${1:-10}
+CD=${SCRAPR_CONFIG_DISCOVERY_URL:-http://127.0.0.1:${CONFIG_DISCOVERY_PORT:-3003}}
+curl -fsS "$CD/health" >/dev/null || { echo "config-discovery not reachable at $CD: run make up first" >&2; exit 1; }
+auth=()
+[ -n "${SCRAPR_API_TOKEN:-}" ] && auth=(-H "Authorization: Bearer $SCRAPR_API_TOKEN")
+now() { date +%s.%N; }
+config() { # config COLLECTION
+    printf '{"collection":"%s","ttl":60,"source":{"url":"http://demo-site/","type":"html"},"scope":"div.quote","fields":{"text":"span.text","author":"small.author"},"key":["text"]}' "$1"
+}
+pct() { # pct P < numbers
+    sort -g | awk -v p="$1" '{a[NR]=$1} END {i=int((NR*p+99)/100); if(i<1)i=1; printf "%.2f", a[i]}'
+}
+
+ours=() peer=() ids=()
+cfgfile=$(mktemp)
+trap 'rm -f "$cfgfile"; for id in "${ids[@]}"; do curl -fsS -o /dev/null -X DELETE "${auth[@]}" "$CD/configurations/$id" || true; done' EXIT
+for i in $(seq 1 "$N"); do
+    c="bench$$x$i"
+    t0=$(now)
+    id=$(config "$c" | curl -fsS -X POST -H 'Content-Type: application/json' "${auth[@]}" --data-binary @- "$CD/configurations" |
+        python3 -c 'import json,sys; print(json.load(sys.stdin)["_id"])')
+    ids+=("$id")
+    url=""
+    while :; do
+        if [ -z "$url" ]; then
+            url=$(curl -fsS "$CD/configurations?type=endpoint&collection=$c" |
+                python3 -c 'import json,sys; c=json.load(sys.stdin)["configurations"]; print((c[0].get("url") or "") if c else "")')
+        fi
+        if [ -n "$url" ] && curl -fsS -m 2 "$url?limit=1" 2>/dev/null | grep -q '"text"'; then
+            break
+        fi
+        sleep 0.05
+    done
+    ours+=("$(echo "$(now) - $t0" | bc)")
+    # Peer: a plain docker run of the same image scraping the same page once.
+    config "$c" >"$cfgfile"
+    t0=$(now)
+    docker run --rm -i --network scrapr -e SCRAPR_ALLOW_PRIVATE_TARGETS=1 --entrypoint sh scrapr/scraper:latest \
+        -c 'cat > /tmp/c.json; exec scrapr-scraper --once /tmp/c.json' <"$cfgfile" 2>/dev/null | head -1 >/dev/null
+    peer+=("$(echo "$(now) - $t0" | bc)")
+    echo "run $i: scrapr ${ours[-1]} s, docker run ${peer[-1]} s" >&2
+done
+echo "bench/e2e: config POST -> first item at the public endpoint ($N runs, $(nproc) cores)"
+echo "command: bench/e2e/run.sh $N"
+printf '%-34s %8s %8s\n' "" "p50 (s)" "p95 (s)"
+printf '%-34s %8s %8s\n' "scrapr (POST -> item at endpoint)" "$(printf '%s\n' "${ours[@]}" | pct 50)" "$(printf '%s\n' "${ours[@]}" | pct 95)"
+printf '%-34s %8s %8s\n' "docker run scraper --once" "$(printf '%s\n' "${peer[@]}" | pct 50)" "$(printf '%s\n' "${peer[@]}" | pct 95)"

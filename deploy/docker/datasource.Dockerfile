@@ -1,0 +1,9 @@
+# scrapr-datasource image: binary from the shared build stage on the slim runtime base.
+FROM scrapr/build AS build
+FROM scrapr/runtime
+COPY --from=build /build/bin/scrapr-datasource /usr/local/bin/
+ENV PORT=3001
+EXPOSE 3001
+HEALTHCHECK --interval=5s --timeout=3s --start-period=10s --retries=3 \
+  CMD curl -fsS "http://127.0.0.1:${PORT}/health" >/dev/null || exit 1
+ENTRYPOINT ["/usr/local/bin/scrapr-datasource"]

@@ -1,0 +1,194 @@
+/* scrapr-datasource internals: configuration, runtime context and the
+ * functions the modules call on each other.
+ *
+ *   validate.c  pure logic: batch validation, collection names, item keys
+ *   store.c     MongoDB layout: collection names, set-up, small helpers
+ *   ingest.c    POST /items: dedupe, sequence, durable capped insert, back-pressure
+ *   tailer.c    the tailer thread: capped_datasources -> reduce, resume state, lock
+ *   reduce.c    one batch -> monotonic upserts into items_<name> + collections_meta
+ *   feed.c      in-process change feed (revision per collection + condition variable)
+ *   api.c       HTTP handlers
+ *
+ * See docs/datasource.md for the storage layout and the exactly-once argument. */
+#ifndef DATASOURCE_H
+#define DATASOURCE_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+#include <mongoc/mongoc.h>
+
+#include "shared/err.h"
+#include "shared/http_server.h"
+#include "shared/metrics.h"
+
+/* Storage names (database from MONGO_URL, default "scrapr"). */
+#define DS_CAPPED "capped_datasources"
+#define DS_BATCHES "batches"
+#define DS_META "collections_meta"
+#define DS_STATE "tailer_state"
+#define DS_COUNTERS "datasource_counters"
+#define DS_JOURNAL "reduce_journal"
+#define DS_ITEMS_PREFIX "items_"
+#define DS_STATE_ID "datasource"
+#define DS_COUNTER_ID "capped_datasources"
+#define DS_LOCK_KEY "scrapr/locks/datasource-tailer"
+
+#define DS_BATCH_ID_MAX 128
+#define DS_KEY_FIELDS_MAX 32
+#define DS_KEY_FIELD_MAX 256
+
+struct ds_config {
+    char *mongo_url;
+    long capped_bytes;      /* DS_CAPPED_BYTES */
+    long backlog_max_bytes; /* DS_BACKLOG_MAX_BYTES (0 = capped_bytes / 4) */
+    long max_batch_bytes;   /* DS_MAX_BATCH_BYTES: request body limit */
+    long max_items;         /* DS_MAX_ITEMS per batch */
+    long max_item_bytes;    /* DS_MAX_ITEM_BYTES (compact JSON of one item) */
+    int tailer;             /* DS_TAILER: 0 disables reducing (tests, read-only replicas) */
+    int tailer_lock;        /* DS_TAILER_LOCK: hold the Consul lock while tailing */
+    long resume_window;     /* DS_RESUME_WINDOW: batches re-reduced after a restart */
+    long poll_ms;           /* DS_POLL_MS: tailer re-poll when the cursor closes */
+    long meta_poll_ms;      /* DS_META_POLL_MS: long-poll fallback poll of collections_meta */
+};
+
+/* Limits validation needs (a subset of the config, so unit tests need no Mongo). */
+struct ds_limits {
+    size_t max_items;
+    size_t max_item_bytes;
+};
+
+/* A validated POST /items batch. Strings are owned by the struct. */
+struct ds_batch {
+    char *collection;
+    char *config_id; /* may be NULL */
+    char *batch_id;
+    json_t *key;     /* array of strings (new reference), possibly empty */
+    json_t *data;    /* array of objects (new reference) */
+    char *data_json; /* compact JSON of data, as stored */
+    size_t data_len;
+};
+
+/* --- validate.c (pure) --- */
+
+/* 1 when name matches ^[a-z0-9][a-z0-9_-]{0,63}$, else 0. */
+int ds_collection_name_ok(const char *name);
+/* Validates a parsed POST /items body. Returns 0 and fills *ret (caller
+ * ds_batch_done()s it), or the HTTP status (400 or 413) with *ret_problems a
+ * new array of {"path","message"} (caller decrefs). */
+int ds_batch_parse(const json_t *body, const struct ds_limits *lim, struct ds_batch *ret,
+                   json_t **ret_problems);
+void ds_batch_done(struct ds_batch *b);
+/* The item identity (brief: one key field with a string value -> that string;
+ * else the compact JSON array of the key fields' values, missing -> null; no
+ * key fields -> "h:" + 16-hex FNV-1a-64 of the item's compact JSON with sorted
+ * keys). Caller frees. */
+char *ds_item_key(const json_t *item, const json_t *key_fields);
+uint64_t ds_fnv1a64(const void *data, size_t len);
+/* Parses an If-None-Match / ETag value ("\"12\"", "W/\"12\"", "12"); 1 ok, 0 not a revision. */
+int ds_etag_parse(const char *s, int64_t *ret_rev);
+
+/* --- feed.c --- */
+
+struct ds_feed;
+struct ds_feed *ds_feed_new(void);
+void ds_feed_free(struct ds_feed *f);
+/* Records that collection name is at revision rev (moves only forward) and wakes waiters. */
+void ds_feed_publish(struct ds_feed *f, const char *name, int64_t rev);
+/* Wakes waiters without a revision change (tailer kick, shutdown). */
+void ds_feed_kick(struct ds_feed *f);
+/* Known revision of name, or -1. */
+int64_t ds_feed_revision(struct ds_feed *f, const char *name);
+/* Blocks until name's revision differs from rev, a kick, or timeout_ms passes.
+ * Returns the revision known at return (-1 unknown). */
+int64_t ds_feed_wait(struct ds_feed *f, const char *name, int64_t rev, long timeout_ms);
+/* Tailer wake-up: ingest calls ds_feed_ingested() after each stored batch; the
+ * tailer sleeps in ds_feed_wait_ingest() between polls. */
+void ds_feed_ingested(struct ds_feed *f);
+void ds_feed_wait_ingest(struct ds_feed *f, uint64_t *seen, long timeout_ms);
+
+/* --- runtime context --- */
+
+struct ds_metrics {
+    struct sh_metric *batches;        /* scrapr_datasource_ingest_batches_total */
+    struct sh_metric *items;          /* scrapr_datasource_ingest_items_total */
+    struct sh_metric *duplicates;     /* scrapr_datasource_ingest_duplicate_batches_total */
+    struct sh_metric *rejected;       /* scrapr_datasource_ingest_backpressure_total */
+    struct sh_metric *reduced;        /* scrapr_datasource_reduced_batches_total */
+    struct sh_metric *reduced_items;  /* scrapr_datasource_reduced_items_total */
+    struct sh_metric *reduce_seconds; /* histogram: ingest -> reduced */
+    struct sh_metric *backlog;        /* gauge: unreduced bytes */
+    struct sh_metric *overruns;       /* scrapr_datasource_tailer_overruns_total */
+    struct sh_metric *errors;         /* scrapr_datasource_tailer_errors_total */
+};
+
+struct ds_ctx {
+    const struct ds_config *cfg;
+    mongoc_client_pool_t *pool;
+    char *db;
+    struct ds_feed *feed;
+    struct ds_metrics m;
+    struct sh_consul *consul;    /* may be NULL */
+    pthread_mutex_t ingest_lock; /* serialises sequence + capped insert (see ingest.c) */
+    json_t *counted; /* tailer thread only: collections whose count was recounted since start */
+    pthread_t tailer_thread;
+    int tailer_running;
+    volatile int stop;
+    int ready; /* metrics and consul wired (atomic); handlers answer 503 before */
+};
+
+/* --- store.c --- */
+
+/* Creates the capped collection and indexes when missing. */
+int ds_store_setup(struct ds_ctx *ctx, struct sh_err *err);
+/* "items_<name>"; caller frees. */
+char *ds_items_collection(const char *name);
+/* Write concern options {writeConcern: {w: "majority", j: true}} for durable writes. */
+void ds_store_durable_opts(bson_t *opts);
+/* Reads tailer_state: *ret_seq, *ret_bytes (0 when absent). 0 / -1. */
+int ds_store_read_state(mongoc_client_t *c, const char *db, int64_t *ret_seq, int64_t *ret_bytes,
+                        struct sh_err *err);
+/* Reads the counter: last assigned seq and cumulative bytes (0 when absent). */
+int ds_store_read_counter(mongoc_client_t *c, const char *db, int64_t *ret_seq, int64_t *ret_bytes,
+                          struct sh_err *err);
+/* ISO-8601 UTC with milliseconds into buf (>= 32 bytes). */
+void ds_format_time(int64_t ms, char *buf, size_t len);
+/* Parses ISO-8601 UTC ("2026-01-02T03:04:05Z" or with .mmm); 1 ok, 0 not a time. */
+int ds_parse_time(const char *s, int64_t *ret_ms);
+int64_t ds_now_ms(void);
+
+/* --- ingest.c --- */
+
+struct ds_ingest_result {
+    int status;       /* 202, or 503 under back-pressure */
+    int duplicate;    /* 1 when batch_id was seen before */
+    int64_t seq;      /* assigned sequence (0 for duplicates) */
+    long retry_after; /* seconds, with 503 */
+};
+/* Stores a validated batch durably. 0 with *ret filled, or -1 (err: Mongo failure -> 503/500). */
+int ds_ingest(struct ds_ctx *ctx, const struct ds_batch *b, struct ds_ingest_result *ret,
+              struct sh_err *err);
+
+/* --- reduce.c --- */
+
+/* Reduces one capped document (a batch) into its collection. Idempotent and
+ * order-independent (see docs/datasource.md). *ret_skipped = 1 when the batch
+ * was a replay of an already reduced batch_id. 0 / -1. */
+int ds_reduce_batch(struct ds_ctx *ctx, mongoc_client_t *c, const bson_t *doc, int *ret_skipped,
+                    struct sh_err *err);
+
+/* --- tailer.c --- */
+
+int ds_tailer_start(struct ds_ctx *ctx, struct sh_err *err);
+void ds_tailer_stop(struct ds_ctx *ctx);
+
+/* --- api.c --- */
+
+/* The service's routes ({NULL}-terminated), handler arg = struct ds_ctx *. */
+const struct sh_http_route *ds_api_routes(void);
+int ds_api_health(json_t *checks, void *arg);
+void ds_metrics_init(struct ds_ctx *ctx, struct sh_metrics *m);
+
+#endif

@@ -1,0 +1,229 @@
+/* POST /items storage path: replay check, back-pressure, sequence number and
+ * the durable insert into capped_datasources.
+ *
+ * One capped document per batch: {_id: batch_id, seq, bytes (cumulative),
+ * collection, config_id, key, data (compact JSON text), n, at}. _id = batch_id
+ * makes a replay of a batch that is still in the capped collection fail with a
+ * duplicate key; `batches` (written by the reducer) answers replays of older
+ * batches. The sequence comes from a counter document ($inc through
+ * findAndModify) and the capped insert follows under ingest_lock, so within a
+ * process the capped collection's natural order equals seq order (the tailer
+ * resumes by seq). Crash windows are discussed in docs/datasource.md.
+ *
+ * Threading: called from HTTP worker threads; serialised by ctx->ingest_lock. */
+#include <stdio.h>
+#include <string.h>
+
+#include "datasource.h"
+#include "shared/log.h"
+#include "shared/mongo.h"
+
+/* 1 when batches or the capped collection already holds batch_id, 0 not, -1 error. */
+static int batch_known(mongoc_client_t *c, const char *db, const char *coll, const char *batch_id,
+                       struct sh_err *err)
+{
+    mongoc_collection_t *col = mongoc_client_get_collection(c, db, coll);
+    bson_t *filter = BCON_NEW("_id", BCON_UTF8(batch_id));
+    bson_t *opts = BCON_NEW("limit", BCON_INT64(1), "projection", "{", "_id", BCON_INT32(1), "}");
+    mongoc_cursor_t *cur = mongoc_collection_find_with_opts(col, filter, opts, NULL);
+    const bson_t *doc;
+    bson_error_t berr;
+    int rc = mongoc_cursor_next(cur, &doc) ? 1 : 0;
+
+    if (mongoc_cursor_error(cur, &berr)) {
+        sh_mongo_err(err, &berr, coll);
+        rc = -1;
+    }
+    mongoc_cursor_destroy(cur);
+    bson_destroy(opts);
+    bson_destroy(filter);
+    mongoc_collection_destroy(col);
+    return rc;
+}
+
+/* $inc the counter by one batch of len bytes; returns the new seq and cumulative bytes. */
+static int next_seq(mongoc_client_t *c, const char *db, size_t len, int64_t *ret_seq,
+                    int64_t *ret_bytes, struct sh_err *err)
+{
+    mongoc_collection_t *col = mongoc_client_get_collection(c, db, DS_COUNTERS);
+    mongoc_find_and_modify_opts_t *fam = mongoc_find_and_modify_opts_new();
+    bson_t *query = BCON_NEW("_id", BCON_UTF8(DS_COUNTER_ID));
+    bson_t *update =
+        BCON_NEW("$inc", "{", "seq", BCON_INT64(1), "bytes", BCON_INT64((int64_t)len), "}");
+    bson_t reply, value;
+    bson_error_t berr;
+    bson_iter_t it;
+    int rc = -1;
+
+    (void)mongoc_find_and_modify_opts_set_update(fam, update);
+    (void)mongoc_find_and_modify_opts_set_flags(fam, MONGOC_FIND_AND_MODIFY_UPSERT |
+                                                         MONGOC_FIND_AND_MODIFY_RETURN_NEW);
+    if (!mongoc_collection_find_and_modify_with_opts(col, query, fam, &reply, &berr)) {
+        sh_mongo_err(err, &berr, "counter $inc");
+        goto out;
+    }
+    if (!bson_iter_init_find(&it, &reply, "value") || !BSON_ITER_HOLDS_DOCUMENT(&it)) {
+        sh_err_set(err, SH_EPROTO, "counter $inc: no value in reply");
+        goto out_reply;
+    }
+    {
+        const uint8_t *data;
+        uint32_t dlen;
+        bson_iter_t f;
+        bson_iter_document(&it, &dlen, &data);
+        if (!bson_init_static(&value, data, dlen)) {
+            sh_err_set(err, SH_EPROTO, "counter $inc: bad value");
+            goto out_reply;
+        }
+        *ret_seq = bson_iter_init_find(&f, &value, "seq") ? bson_iter_as_int64(&f) : 0;
+        *ret_bytes = bson_iter_init_find(&f, &value, "bytes") ? bson_iter_as_int64(&f) : 0;
+        if (*ret_seq <= 0) {
+            sh_err_set(err, SH_EPROTO, "counter $inc: no seq");
+            goto out_reply;
+        }
+    }
+    rc = 0;
+out_reply:
+    bson_destroy(&reply);
+out:
+    bson_destroy(update);
+    bson_destroy(query);
+    mongoc_find_and_modify_opts_destroy(fam);
+    mongoc_collection_destroy(col);
+    return rc;
+}
+
+/* Builds the capped document. */
+static bson_t *capped_doc(const struct ds_batch *b, int64_t seq, int64_t cum_bytes)
+{
+    bson_t *doc = bson_new();
+    bson_t keys;
+    size_t i;
+    json_t *f;
+
+    BSON_APPEND_UTF8(doc, "_id", b->batch_id);
+    BSON_APPEND_INT64(doc, "seq", seq);
+    BSON_APPEND_INT64(doc, "bytes", cum_bytes);
+    BSON_APPEND_UTF8(doc, "collection", b->collection);
+    if (b->config_id)
+        BSON_APPEND_UTF8(doc, "config_id", b->config_id);
+    else
+        BSON_APPEND_NULL(doc, "config_id");
+    BSON_APPEND_ARRAY_BEGIN(doc, "key", &keys);
+    json_array_foreach(b->key, i, f)
+    {
+        char idx[16];
+        const char *k;
+        (void)bson_uint32_to_string((uint32_t)i, &k, idx, sizeof(idx));
+        BSON_APPEND_UTF8(&keys, k, json_string_value(f));
+    }
+    bson_append_array_end(doc, &keys);
+    bson_append_utf8(doc, "data", 4, b->data_json, (int)b->data_len);
+    BSON_APPEND_INT64(doc, "n", (int64_t)json_array_size(b->data));
+    BSON_APPEND_DATE_TIME(doc, "at", ds_now_ms());
+    return doc;
+}
+
+/* A gap marker {_id: "~gap:<seq>", seq, bytes, gap: true}: the tailer
+ * advances over it without reducing anything. */
+static int fill_gap(mongoc_collection_t *capped, int64_t seq, int64_t cum, struct sh_err *err)
+{
+    char id[48];
+    bson_t *doc;
+    bson_error_t berr;
+    int rc = 0;
+
+    (void)snprintf(id, sizeof(id), "~gap:%lld", (long long)seq);
+    doc = BCON_NEW("_id", BCON_UTF8(id), "seq", BCON_INT64(seq), "bytes", BCON_INT64(cum), "gap",
+                   BCON_BOOL(true), "at", BCON_DATE_TIME(ds_now_ms()));
+    if (!mongoc_collection_insert_one(capped, doc, NULL, NULL, &berr) && berr.code != 11000) {
+        sh_mongo_err(err, &berr, "gap marker insert");
+        rc = -1;
+    }
+    bson_destroy(doc);
+    return rc;
+}
+
+static long backlog_limit(const struct ds_config *cfg)
+{
+    return cfg->backlog_max_bytes > 0 ? cfg->backlog_max_bytes : cfg->capped_bytes / 4;
+}
+
+int ds_ingest(struct ds_ctx *ctx, const struct ds_batch *b, struct ds_ingest_result *ret,
+              struct sh_err *err)
+{
+    mongoc_client_t *c = mongoc_client_pool_pop(ctx->pool);
+    mongoc_collection_t *capped = NULL;
+    bson_t *doc = NULL, opts = BSON_INITIALIZER, reply;
+    bson_error_t berr;
+    int64_t cseq, cbytes, sseq, sbytes, seq, cum;
+    int known, rc = -1;
+
+    memset(ret, 0, sizeof(*ret));
+    ret->status = 202;
+    (void)pthread_mutex_lock(&ctx->ingest_lock);
+
+    /* A replay is acknowledged even under back-pressure: it needs no space.
+     * `batches` knows every reduced batch; a replay of a batch still waiting
+     * in the capped collection is caught by the _id unique index below. */
+    known = batch_known(c, ctx->db, DS_BATCHES, b->batch_id, err);
+    if (known < 0)
+        goto out;
+    if (known) {
+        ret->duplicate = 1;
+        rc = 0;
+        goto out;
+    }
+
+    /* Back-pressure: unreduced bytes = counter total - tailer position. Kept
+     * far below the capped size so trimming can never reach unread batches. */
+    if (ds_store_read_counter(c, ctx->db, &cseq, &cbytes, err) < 0 ||
+        ds_store_read_state(c, ctx->db, &sseq, &sbytes, err) < 0)
+        goto out;
+    sh_metric_set(ctx->m.backlog, (double)(cbytes - sbytes));
+    if (cbytes - sbytes + (int64_t)b->data_len > backlog_limit(ctx->cfg)) {
+        ret->status = 503;
+        ret->retry_after = 1;
+        rc = 0;
+        goto out;
+    }
+
+    if (next_seq(c, ctx->db, b->data_len, &seq, &cum, err) < 0)
+        goto out;
+    doc = capped_doc(b, seq, cum);
+    ds_store_durable_opts(&opts);
+    capped = mongoc_client_get_collection(c, ctx->db, DS_CAPPED);
+    if (!mongoc_collection_insert_one(capped, doc, &opts, &reply, &berr)) {
+        bson_destroy(&reply);
+        if (berr.code == 11000) {
+            /* A replay of a batch still waiting in the capped collection
+             * (_id = batch_id): stored once already. Fill the burned seq with
+             * a gap marker so the tailer sees a contiguous sequence. */
+            known = batch_known(c, ctx->db, DS_CAPPED, b->batch_id, err);
+            if (known == 1) {
+                ret->duplicate = 1;
+                rc = fill_gap(capped, seq, cum, err);
+            } else if (known == 0) {
+                sh_err_set(err, SH_ECONFLICT, "capped insert: seq %lld already taken",
+                           (long long)seq);
+            }
+            goto out;
+        }
+        sh_mongo_err(err, &berr, "capped insert");
+        goto out;
+    }
+    bson_destroy(&reply);
+    ret->seq = seq;
+    rc = 0;
+out:
+    (void)pthread_mutex_unlock(&ctx->ingest_lock);
+    if (rc == 0 && ret->seq > 0)
+        ds_feed_ingested(ctx->feed);
+    bson_destroy(&opts);
+    if (doc)
+        bson_destroy(doc);
+    if (capped)
+        mongoc_collection_destroy(capped);
+    mongoc_client_pool_push(ctx->pool, c);
+    return rc;
+}

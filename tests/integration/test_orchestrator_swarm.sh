@@ -1,0 +1,91 @@
+#!/bin/bash
+# Orchestrator, swarm driver, on a single-node Swarm (initialised here when the
+# engine is not in one, and left again afterwards): a configuration → its
+# services (scraper + Redis, endpoint + Redis) with labels, env, restart
+# policy and a published port from the range; a config change updates the
+# service in place (same ID, new spec); a killed task is rescheduled; a deleted
+# configuration's services are removed.
+set -euo pipefail
+. "$(dirname "$0")/orchestrator_lib.sh"
+ot_init os
+SWARM_BEFORE=$(docker info -f '{{.Swarm.LocalNodeState}}')
+GWBRIDGE_BEFORE=$(docker network ls -q --filter name=^docker_gwbridge$)
+swarm_cleanup() {
+    ot_cleanup
+    if [ "$SWARM_BEFORE" = inactive ]; then
+        docker swarm leave --force >/dev/null 2>&1 || true
+        # swarm init made docker_gwbridge; leave the engine as we found it
+        [ -n "$GWBRIDGE_BEFORE" ] || docker network rm docker_gwbridge >/dev/null 2>&1 || true
+    fi
+}
+trap swarm_cleanup EXIT
+if [ "$SWARM_BEFORE" = inactive ]; then
+    docker swarm init --advertise-addr 127.0.0.1 >/dev/null
+fi
+[ "$(docker info -f '{{.Swarm.ControlAvailable}}')" = true ] || ot_fail "this node is not a swarm manager"
+
+OT_PORTS=$(ot_port_range 5)
+OT_DRIVER=swarm
+ot_start_fake_cd
+# The routing mesh (ingress) does not forward on this kind of sandboxed host
+# (no IPVS); host-mode publishing is what we can check end to end here.
+ot_start_orch a SCRAPR_PUBLISH_MODE=host
+ot_wait 15 "leader" ot_is_leader "$OT_PORT_a"
+
+svc_running() { # svc_running NAME: at least one running task
+    docker service ps --filter desired-state=running --format '{{.CurrentState}}' "$1" 2>/dev/null | grep -q '^Running'
+}
+svc_absent() { ! docker service inspect "$1" >/dev/null 2>&1; }
+
+echo "-- configurations → services with labels, env, Redis, overlay network"
+SID=$(ot_post_config '{"type":"scraper","collection":"quotes","ttl":60}')
+EID=$(ot_post_config '{"type":"endpoint","collection":"quotes","ttl":60}')
+S="$OT_PREFIX-scraper-$SID-0"; E="$OT_PREFIX-endpoint-$EID"
+for n in "$S" "$S-redis" "$E" "$E-redis"; do
+    ot_wait 60 "service $n running" svc_running "$n"
+done
+labels=$(docker service inspect -f '{{json .Spec.Labels}}' "$S")
+for kv in "\"scrapr.config-id\":\"$SID\"" '"scrapr.type":"scraper"' '"scrapr.collection":"quotes"' '"scrapr.version":"1"'; do
+    [[ $labels == *"$kv"* ]] || ot_fail "label $kv missing in $labels"
+done
+envs=$(docker service inspect -f '{{json .Spec.TaskTemplate.ContainerSpec.Env}}' "$S")
+[[ $envs == *"\"REDIS_URL=redis://$S-redis:6379\""* ]] || ot_fail "REDIS_URL in $envs"
+[[ $envs == *"\"CONFIG_ID=$SID\""* ]] || ot_fail "CONFIG_ID in $envs"
+[ "$(docker service inspect -f '{{.Spec.TaskTemplate.RestartPolicy.Condition}}' "$S")" = any ] || ot_fail "restart policy"
+[ "$(docker network inspect -f '{{.Driver}} {{.Attachable}}' "$OT_NET")" = "overlay true" ] || ot_fail "network is not an attachable overlay"
+[ "$(docker service inspect -f '{{.Spec.Mode.Replicated.Replicas}}' "$E")" = 1 ] || ot_fail "endpoint replicas"
+[ "$(docker service inspect -f '{{range .Spec.EndpointSpec.Ports}}{{.PublishMode}}{{end}}' "$E")" = host ] || ot_fail "publish mode"
+port=$(docker service inspect -f '{{range .Endpoint.Ports}}{{.PublishedPort}}{{end}}' "$E")
+lo=${OT_PORTS%-*}; hi=${OT_PORTS#*-}
+((port >= lo && port <= hi)) || ot_fail "published port '$port' outside $OT_PORTS"
+ot_wait 20 "endpoint URL recorded" bash -c "curl -sf $OT_CD/configurations/$EID | grep -q '\"url\": \"http://127.0.0.1:$port/items\"'"
+ot_wait 30 "endpoint answers on its published port" curl -sf "http://127.0.0.1:$port/health"
+
+echo "-- a config change updates the service in place"
+sid_before=$(docker service inspect -f '{{.ID}}' "$S")
+hash_before=$(docker service inspect -f '{{index .Spec.Labels "scrapr.config-hash"}}' "$S")
+redis_ver=$(docker service inspect -f '{{.Version.Index}}' "$S-redis")
+ot_put_config "$SID" '{"ttl":30}'
+ot_wait 20 "config hash label updated" bash -c "[ \"\$(docker service inspect -f '{{index .Spec.Labels \"scrapr.config-hash\"}}' $S)\" != $hash_before ]"
+[ "$(docker service inspect -f '{{.ID}}' "$S")" = "$sid_before" ] || ot_fail "service was recreated, not updated"
+[ "$(docker service inspect -f '{{.Version.Index}}' "$S-redis")" = "$redis_ver" ] || ot_fail "redis service was updated"
+ot_wait 60 "updated service running" svc_running "$S"
+
+echo "-- a killed task is rescheduled"
+cid=$(docker ps -q --filter "label=com.docker.swarm.service.name=$S" | head -1)
+[ -n "$cid" ] || ot_fail "no task container for $S"
+docker rm -f "$cid" >/dev/null
+ot_wait 60 "task rescheduled" bash -c "docker ps -q --filter label=com.docker.swarm.service.name=$S | grep -v $cid | grep -q ."
+
+echo "-- endpoint replicas: one service, N tasks"
+ot_put_config "$EID" '{"replicas":2}'
+ot_wait 20 "endpoint scaled" bash -c "[ \"\$(docker service inspect -f '{{.Spec.Mode.Replicated.Replicas}}' $E)\" = 2 ]"
+
+echo "-- deleted configurations → services removed"
+ot_delete_config "$SID"
+ot_delete_config "$EID"
+for n in "$S" "$S-redis" "$E" "$E-redis"; do
+    ot_wait 30 "service $n removed" svc_absent "$n"
+done
+[ "$(docker service ls -q --filter "label=scrapr.owner=$OT_OWNER" | wc -l)" -eq 0 ] || ot_fail "services left"
+echo "PASS"
