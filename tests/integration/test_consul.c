@@ -177,8 +177,18 @@ static void *blocking_get(void *arg)
     struct waiter *w = arg;
     uint64_t idx = 0;
     struct sh_err err = {0};
+    uint64_t wait_index = w->index;
 
-    w->rc = sh_consul_kv_get(consul, w->key, w->index, 10, &w->value, &idx, &err);
+    /* Consul may answer a blocking query early without a change (for an absent key, any
+     * KV write in the agent wakes it; parallel tests write KV): block again, as a real
+     * client does, until the key exists with a new index. */
+    do {
+        free(w->value);
+        w->value = NULL;
+        w->rc = sh_consul_kv_get(consul, w->key, wait_index, 10, &w->value, &idx, &err);
+        if (idx > wait_index)
+            wait_index = idx;
+    } while (w->rc == 0 || (w->rc == 1 && idx == w->index));
     w->woke_ms = th_now_ms();
     if (w->rc < 0)
         fprintf(stderr, "blocking get: %s\n", err.msg);

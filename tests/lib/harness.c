@@ -518,7 +518,7 @@ pid_t th_consul_start(unsigned *port)
         curl_easy_cleanup(c);
         body = b.data;
         /* a leader is elected once the answer is a non-empty "ip:port" string */
-        if (st == 200 && body && strlen(body) > 2) {
+        if (st == 200 && body && strchr(body, ':')) {
             free(body);
             break;
         }
