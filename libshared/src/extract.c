@@ -100,7 +100,7 @@ static json_t *eval_follow(struct sh_extract *x, struct page *pg, const struct s
     json_array_foreach(links, i, l)
     {
         char *url = json_is_string(l)
-                        ? url_resolve_cached(&pg->base_cache, pg->url, json_string_value(l), false)
+                        ? url_resolve_cached(&pg->base_cache, pg->base, json_string_value(l), false)
                         : NULL;
         if (!url) {
             counter_error(c, sh_xasprintf("follow: '%.80s' is not a URL",
@@ -239,7 +239,7 @@ struct sh_extract *sh_extract_page(const struct sh_dsl *dsl, const char *body, s
         json_t *l;
         json_array_foreach(links, i, l)
         {
-            char *u = json_is_string(l) ? url_resolve(pg.url, json_string_value(l), false) : NULL;
+            char *u = json_is_string(l) ? url_resolve(pg.base, json_string_value(l), false) : NULL;
             bool dup = false;
             size_t j;
             json_t *e;

@@ -112,6 +112,37 @@ static htmlDocPtr parse_html(const char *body, int len, const char *url, const c
     return htmlCtxtReadMemory(slot->ctxt, body, len, url, enc, opts);
 }
 
+/* The element child of parent named name (HTML names are lower case), or NULL. */
+static xmlNodePtr child_element(xmlNodePtr parent, const char *name)
+{
+    for (xmlNodePtr n = parent ? parent->children : NULL; n; n = n->next)
+        if (n->type == XML_ELEMENT_NODE && xmlStrcmp(n->name, BAD_CAST name) == 0)
+            return n;
+    return NULL;
+}
+
+/* What relative links of the page resolve against: the first <head><base href>
+ * resolved against the page URL, as browsers do, else the page URL itself. */
+static char *document_base(htmlDocPtr doc, const char *url)
+{
+    xmlNodePtr head = child_element(child_element((xmlNodePtr)doc, "html"), "head");
+    for (xmlNodePtr n = head ? head->children : NULL; n; n = n->next) {
+        xmlChar *href;
+        char *base;
+        if (n->type != XML_ELEMENT_NODE || xmlStrcmp(n->name, BAD_CAST "base") != 0)
+            continue;
+        href = xmlGetProp(n, BAD_CAST "href");
+        if (!href)
+            continue;
+        base = url_resolve(url, (const char *)href, false);
+        xmlFree(href);
+        if (base)
+            return base;
+        break; /* an unusable base is ignored, as browsers do */
+    }
+    return url ? sh_xstrdup(url) : NULL;
+}
+
 int page_open(struct page *pg, enum sh_dsl_source_type type, const char *body, size_t len,
               const char *url, const char *content_type, struct sh_err *err)
 {
@@ -145,6 +176,7 @@ int page_open(struct page *pg, enum sh_dsl_source_type type, const char *body, s
         }
     }
     pg->url = url ? sh_xstrdup(url) : NULL;
+    pg->base = document_base(pg->doc, pg->url);
     sh_buf_init(&pg->text, 0);
     return 0;
 }
@@ -159,6 +191,7 @@ void page_close(struct page *pg)
     if (pg->doc)
         xmlFreeDoc(pg->doc);
     json_decref(pg->json);
+    free(pg->base);
     free(pg->url);
     memset(pg, 0, sizeof(*pg));
 }
@@ -378,7 +411,7 @@ static bool has_value(const json_t *v)
 json_t *page_values(struct page *pg, const struct sh_selector *sel, void *ctx, bool all,
                     struct counter *c)
 {
-    struct fctx f = {.base_url = pg->url, .base_cache = &pg->base_cache, .err = NULL};
+    struct fctx f = {.base_url = pg->base, .base_cache = &pg->base_cache, .err = NULL};
     json_t *out = all ? json_array() : NULL;
     long matches = 0;
 

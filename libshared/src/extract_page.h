@@ -21,7 +21,8 @@ struct counter {
 void counter_error(struct counter *c, char *msg);
 
 struct page {
-    char *url;
+    char *url;  /* where the page was fetched from */
+    char *base; /* what its links are relative to: <base href> resolved, else url */
     htmlDocPtr doc;
     xmlXPathContextPtr xctx;
     json_t *json;

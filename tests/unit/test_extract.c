@@ -522,6 +522,39 @@ static void test_extract_url_fast_path_equals_curl(void)
     }
 }
 
+static void test_extract_base_href_sets_the_link_base(void)
+{
+    static const char page[] =
+        "<html><head><base href='/shop/v2/'><title>t</title></head><body>"
+        "<div class=i><a href='item/1?x=1'>one</a><a class=who href='../people/ann'>a</a></div>"
+        "<a class=next href='page/2'>next</a></body></html>";
+    static const char cfg[] =
+        "{\"collection\": \"p\", \"source\": {\"url\": \"http://shop.example/c/\"},"
+        " \"scope\": \"div.i\", \"fields\": {\"u\": \"a@href | absolute\","
+        " \"who\": {\"follow\": \"a.who@href\", \"field\": \"h1\"}},"
+        " \"paginate\": \"a.next@href\"}";
+    struct sh_dsl *d = compile(cfg);
+    struct sh_err err;
+    struct sh_extract *x =
+        sh_extract_page(d, page, sizeof(page) - 1, "http://shop.example/c/index.html", NULL, &err);
+    ASSERT_NOT_NULL(x);
+    /* every relative link resolves against <base href>, itself relative to the page */
+    ASSERT_STR_EQ(str_at(sh_extract_items(x), 0, "u"), "http://shop.example/shop/v2/item/1?x=1");
+    ASSERT_EQ(sh_extract_follow_count(x), 1);
+    ASSERT_STR_EQ(sh_extract_follow_url(x, 0), "http://shop.example/shop/people/ann");
+    ASSERT_STR_EQ(json_string_value(json_array_get(sh_extract_next_urls(x), 0)),
+                  "http://shop.example/shop/v2/page/2");
+    sh_extract_free(x);
+    /* without <base>, the page URL is the base */
+    static const char plain[] = "<div class=i><a href='item/1'>one</a></div>";
+    x = sh_extract_page(d, plain, sizeof(plain) - 1, "http://shop.example/c/index.html", NULL,
+                        &err);
+    ASSERT_NOT_NULL(x);
+    ASSERT_STR_EQ(str_at(sh_extract_items(x), 0, "u"), "http://shop.example/c/item/1");
+    sh_extract_free(x);
+    sh_dsl_free(d);
+}
+
 int main(void)
 {
     sh_extract_global_init();
@@ -537,5 +570,6 @@ int main(void)
     RUN(test_extract_json_follow);
     RUN(test_extract_follow_of_a_follow_fills_the_outer_field);
     RUN(test_extract_url_fast_path_equals_curl);
+    RUN(test_extract_base_href_sets_the_link_base);
     return 0;
 }
