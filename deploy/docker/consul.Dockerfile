@@ -7,5 +7,5 @@ RUN apt-get update && apt-get install -y --no-install-recommends curl ca-certifi
 COPY consul /usr/local/bin/consul
 USER consul
 EXPOSE 8500
-HEALTHCHECK --interval=5s --timeout=3s CMD curl -fsS http://127.0.0.1:8500/v1/status/leader | grep -q ':' || exit 1
+HEALTHCHECK --interval=5s --timeout=5s --start-period=30s --retries=6 CMD curl -fsS http://127.0.0.1:8500/v1/status/leader | grep -q ':' || exit 1
 ENTRYPOINT ["/usr/local/bin/consul"]

@@ -7,5 +7,5 @@ RUN apt-get update && apt-get install -y --no-install-recommends nginx-light cur
 COPY nginx.conf /etc/nginx/nginx.conf
 COPY site /srv/site
 EXPOSE 80
-HEALTHCHECK --interval=5s --timeout=3s CMD curl -fsS http://127.0.0.1/ >/dev/null || exit 1
+HEALTHCHECK --interval=5s --timeout=5s --start-period=30s --retries=6 CMD curl -fsS http://127.0.0.1/ >/dev/null || exit 1
 ENTRYPOINT ["nginx", "-g", "daemon off;"]

@@ -7,5 +7,5 @@ COPY ferretdb /usr/local/bin/ferretdb
 USER ferretdb
 VOLUME /data
 EXPOSE 27017
-HEALTHCHECK --interval=5s --timeout=3s CMD bash -c 'exec 3<>/dev/tcp/127.0.0.1/27017' || exit 1
+HEALTHCHECK --interval=5s --timeout=5s --start-period=30s --retries=6 CMD bash -c 'exec 3<>/dev/tcp/127.0.0.1/27017' || exit 1
 ENTRYPOINT ["/usr/local/bin/ferretdb", "-listen", "0.0.0.0:27017", "-dir", "/data"]

@@ -6,6 +6,6 @@ RUN apt-get update && apt-get install -y --no-install-recommends redis-server \
 VOLUME /data
 USER redis
 EXPOSE 6379
-HEALTHCHECK --interval=5s --timeout=3s CMD redis-cli ping | grep -q PONG || exit 1
+HEALTHCHECK --interval=5s --timeout=5s --start-period=30s --retries=6 CMD redis-cli ping | grep -q PONG || exit 1
 ENTRYPOINT ["redis-server", "--bind", "0.0.0.0", "--protected-mode", "no", "--save", "", \
             "--appendonly", "yes", "--dir", "/data"]

@@ -4,6 +4,10 @@ FROM scrapr/runtime
 COPY --from=build /build/bin/scrapr-scraper /usr/local/bin/
 ENV PORT=3002
 EXPOSE 3002
-HEALTHCHECK --interval=5s --timeout=3s --start-period=10s --retries=3 \
-  CMD curl -fsS "http://127.0.0.1:${PORT}/health" >/dev/null || exit 1
+# Liveness only: any HTTP answer (a 503 "MongoDB is down" too) means the process
+# is alive; restarting it would not bring a dependency back. Consul's check on
+# /health is the readiness signal peers use. Swarm reports a task running only
+# once it is healthy, so the interval is short; retries make a kill take 30 s+.
+HEALTHCHECK --interval=3s --timeout=5s --start-period=30s --retries=10 \
+  CMD curl -sS -o /dev/null "http://127.0.0.1:${PORT}/health" || exit 1
 ENTRYPOINT ["/usr/local/bin/scrapr-scraper"]
