@@ -14,6 +14,7 @@ export SCRAPR_PUBLIC_HOST="$HOST"
 # guard refuses by default; the demo allows it (unset it for public targets only).
 export SCRAPR_ALLOW_PRIVATE_TARGETS=${SCRAPR_ALLOW_PRIVATE_TARGETS:-1}
 
+. "$ROOT/deploy/lib/swarm.sh"
 say() { echo "up: $*"; }
 
 "$ROOT/scripts/deps.sh" --apt
@@ -26,7 +27,7 @@ if [ "$(docker info -f '{{.Swarm.LocalNodeState}}')" != "active" ]; then
 fi
 
 say "deploying stack $STACK"
-docker stack deploy --prune -c "$ROOT/deploy/stack.yml" "$STACK" >/dev/null
+swarm_deploy "" "$ROOT/deploy/stack.yml"
 
 auth=""
 [ -n "${SCRAPR_API_TOKEN:-}" ] && auth="Authorization: Bearer $SCRAPR_API_TOKEN"

@@ -48,9 +48,22 @@ swarm_join() {
     run docker --host "$1" swarm join --token "$2" "$3:2377" >/dev/null
 }
 
-# swarm_deploy HOST STACK_FILE: deploys (or updates) the stack on the manager HOST.
+# swarm_deploy HOST STACK_FILE: deploys (or updates) the stack on the manager HOST
+# ("" = the local engine). Docker's "--detach=false was not specified" notice is
+# dropped; real errors still reach stderr.
 swarm_deploy() {
-    run docker --host "$1" stack deploy --prune -c "$2" "${SCRAPR_STACK:-scrapr}" >/dev/null
+    if [ "${DRY_RUN:-0}" = 1 ]; then
+        echo "+ docker ${1:+--host $1 }stack deploy --prune -c $2 ${SCRAPR_STACK:-scrapr}" >&2
+        return 0
+    fi
+    _log=$(mktemp)
+    if ! docker ${1:+--host "$1"} stack deploy --prune -c "$2" "${SCRAPR_STACK:-scrapr}" >/dev/null 2>"$_log"; then
+        cat "$_log" >&2
+        rm -f "$_log"
+        return 1
+    fi
+    grep -v -e 'detach=false' -e 'will become the default' "$_log" >&2 || true
+    rm -f "$_log"
 }
 
 # swarm_wait_healthy URL SECONDS: waits until URL/health answers 200.
