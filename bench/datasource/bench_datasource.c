@@ -146,12 +146,19 @@ int main(int argc, char **argv)
         free(body);
     }
     {
-        char gurl[256];
-        snprintf(gurl, sizeof(gurl), "%s/collections/%s?limit=1", base, coll);
+        /* visible = the datasource reports all n items of the collection
+         * (collections_meta is written after the items). GET /collections is
+         * used rather than GET /collections/{name}?limit=1 because on FerretDB
+         * the latter sorts the whole collection by key in memory on every
+         * poll, which would load the server the reducer is writing to. */
+        char gurl[256], pat[128];
+        snprintf(gurl, sizeof(gurl), "%s/collections", base);
+        snprintf(pat, sizeof(pat), "\"name\":\"%s\"", coll);
         for (;;) {
             char *resp = NULL;
             long st = http("GET", gurl, NULL, NULL, &resp);
-            long cnt = st == 200 ? json_int(resp, "count") : -1;
+            const char *at = st == 200 && resp ? strstr(resp, pat) : NULL;
+            long cnt = at ? json_int(at, "count") : -1;
             free(resp);
             if (cnt >= n)
                 break;

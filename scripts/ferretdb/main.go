@@ -4,16 +4,16 @@
 // Usage: ferretdb -listen 127.0.0.1:27017 -dir /path/to/data [-debug-addr 127.0.0.1:6060]
 //
 // _id index repair: FerretDB v1.24.2 pushes an `{_id: <string>}` filter down
-// to SQLite as `WHERE _ferretdb_sjson->'$._id' = ?`, but the unique index it
-// creates for _id is on `_ferretdb_sjson->"_id"`. SQLite matches index
-// expressions syntactically, so every _id lookup, update and delete scans the
+// to SQLite as `WHERE _ferretdb_sjson->'$._id' = ?` (find, update, delete,
+// findAndModify; deletes by _id list use `IN`), but the unique index it creates
+// for _id, "<table>__id_", is on `_ferretdb_sjson->"_id"`. SQLite matches
+// index expressions syntactically, so every one of those statements scans the
 // whole table (EXPLAIN QUERY PLAN: "SCAN", not "SEARCH ... USING INDEX").
-// This wrapper adds, for every table listed in a database's
-// _ferretdb_collections, a plain (non-unique) index on exactly the pushed-down
-// expression, so those statements become index searches. The index is
-// invisible to MongoDB clients (FerretDB lists indexes from its own metadata),
-// is dropped with its table, and is re-created within -index-every of a
-// collection appearing. FerretDB's own unique index still enforces uniqueness.
+// This wrapper replaces, in one transaction, each "<table>__id_" index of
+// every database file with a unique index of the same name on exactly the
+// pushed-down expression (the same value: the top-level _id). Uniqueness,
+// FerretDB's metadata and index names stay as they were; the statements
+// become index searches. New collections are repaired within -index-every.
 package main
 
 import (
@@ -36,10 +36,10 @@ import (
 	_ "modernc.org/sqlite" // the driver FerretDB uses
 )
 
-// idIndexSuffix names our index "<table>_id_path" (FerretDB's own is "<table>__id_").
-const idIndexSuffix = "_id_path"
+// pushedDown is the expression FerretDB compares _id with (metadata.IDColumn).
+const pushedDown = "_ferretdb_sjson->'$._id'"
 
-// indexer keeps one connection per database file and adds missing _id path indexes.
+// indexer keeps one connection per database file and repairs _id indexes.
 type indexer struct {
 	dir string
 	dbs map[string]*sql.DB
@@ -60,58 +60,64 @@ func (ix *indexer) open(file string) (*sql.DB, error) {
 	return db, nil
 }
 
+// file repairs the _id indexes of one database file that still need it.
 func (ix *indexer) file(ctx context.Context, file string) error {
 	db, err := ix.open(file)
 	if err != nil {
 		return err
 	}
-	have := map[string]bool{}
-	rows, err := db.QueryContext(ctx, "SELECT name FROM sqlite_master WHERE type = 'index'")
+	type index struct{ name, table string }
+	var todo []index
+	// FerretDB names the _id index "<table>__id_"; sql is NULL for automatic indexes.
+	rows, err := db.QueryContext(ctx, `SELECT name, tbl_name, sql FROM sqlite_master
+		WHERE type = 'index' AND name = tbl_name || '__id_'`)
 	if err != nil {
 		return err
 	}
 	for rows.Next() {
-		var name string
-		if err = rows.Scan(&name); err != nil {
+		var name, table string
+		var def sql.NullString
+		if err = rows.Scan(&name, &table, &def); err != nil {
 			_ = rows.Close()
 			return err
 		}
-		have[name] = true
+		if def.Valid && !strings.Contains(def.String, pushedDown) {
+			todo = append(todo, index{name, table})
+		}
 	}
 	_ = rows.Close()
-	if !have["sqlite_autoindex__ferretdb_collections_1"] {
-		return nil // FerretDB has not initialised this file yet
-	}
-	var tables []string
-	rows, err = db.QueryContext(ctx, "SELECT table_name FROM _ferretdb_collections")
-	if err != nil {
+	if err = rows.Err(); err != nil {
 		return err
 	}
-	for rows.Next() {
-		var t string
-		if err = rows.Scan(&t); err != nil {
-			_ = rows.Close()
-			return err
-		}
-		tables = append(tables, t)
-	}
-	_ = rows.Close()
-	for _, t := range tables {
-		name := t + idIndexSuffix
-		if have[name] {
-			continue
-		}
-		q := fmt.Sprintf(`CREATE INDEX IF NOT EXISTS %q ON %q (_ferretdb_sjson->'$._id')`, name, t)
-		if _, err = db.ExecContext(ctx, q); err != nil {
+	for _, x := range todo {
+		err = repair(ctx, db, x.name, x.table)
+		if err != nil {
 			// The table may have been dropped since we listed it: retry next round.
-			if !strings.Contains(err.Error(), "no such table") {
-				log.Printf("ferretdb wrapper: %s: %s: %v", filepath.Base(file), name, err)
+			if !strings.Contains(err.Error(), "no such") {
+				log.Printf("ferretdb wrapper: %s: %s: %v", filepath.Base(file), x.name, err)
 			}
 			continue
 		}
-		log.Printf("ferretdb wrapper: %s: added index %s", filepath.Base(file), name)
+		log.Printf("ferretdb wrapper: %s: %s now indexes %s", filepath.Base(file), x.name, pushedDown)
 	}
 	return nil
+}
+
+// repair swaps one index in a single transaction, so there is no moment
+// without a unique _id index.
+func repair(ctx context.Context, db *sql.DB, name, table string) error {
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = tx.Rollback() }()
+	if _, err = tx.ExecContext(ctx, fmt.Sprintf(`DROP INDEX %q`, name)); err != nil {
+		return err
+	}
+	if _, err = tx.ExecContext(ctx, fmt.Sprintf(`CREATE UNIQUE INDEX %q ON %q (%s)`, name, table, pushedDown)); err != nil {
+		return err
+	}
+	return tx.Commit()
 }
 
 func (ix *indexer) run(ctx context.Context, every time.Duration) {
@@ -120,7 +126,9 @@ func (ix *indexer) run(ctx context.Context, every time.Duration) {
 	for {
 		files, _ := filepath.Glob(filepath.Join(ix.dir, "*.sqlite"))
 		for _, f := range files {
-			if err := ix.file(ctx, f); err != nil && ctx.Err() == nil {
+			// Never a cancellable context for SQL: see the modernc.org/sqlite
+			// interrupt leak in docs/datasource.md.
+			if err := ix.file(context.Background(), f); err != nil && ctx.Err() == nil {
 				// A database dropped under us: forget its connection.
 				if db := ix.dbs[f]; db != nil {
 					_ = db.Close()
@@ -144,7 +152,7 @@ func main() {
 	dir := flag.String("dir", ".", "SQLite data directory")
 	debugAddr := flag.String("debug-addr", "", "serve Go pprof on this address (off when empty)")
 	indexEvery := flag.Duration("index-every", 250*time.Millisecond,
-		"how often to add missing _id path indexes (0 disables)")
+		"how often to repair new _id indexes (0 disables)")
 	flag.Parse()
 	if *debugAddr != "" {
 		go func() { log.Print(http.ListenAndServe(*debugAddr, nil)) }()

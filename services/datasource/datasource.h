@@ -142,6 +142,7 @@ struct ds_ctx {
     volatile int stop;
     int ready;    /* metrics and consul wired (atomic); handlers answer 503 before */
     int ferretdb; /* the server announced itself as FerretDB (buildInfo) */
+    int tailing;  /* atomic: this process holds the tailer lock and reduces */
     /* The local tailer's saved position (atomics): lets ingest skip re-reading
      * tailer_state for back-pressure while it is fresh (a stale value only
      * over-estimates the backlog). pos_at_ms = 0: unknown. */

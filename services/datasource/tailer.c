@@ -61,13 +61,15 @@ struct tailer {
     struct ds_ctx *ctx;
     mongoc_client_t *c;
     struct ds_reducer *red;
-    int poll;           /* poll mode (FerretDB) rather than a tailable cursor */
-    int need_redo;      /* finish reduce_journal records before the next round */
-    int capped_indexed; /* poll mode: -1 unknown, else whether {_id} deletes search an index */
-    int64_t seq;        /* last reduced seq */
-    int64_t bytes;      /* cumulative bytes at seq */
-    char *session;      /* Consul session holding the lock, or NULL */
-    char *lock_key;     /* DS_LOCK_KEY "/" database: one tailer per database */
+    int poll;               /* poll mode (FerretDB) rather than a tailable cursor */
+    int need_redo;          /* finish reduce_journal records before the next round */
+    int capped_indexed;     /* poll mode: -1 unknown, else whether {_id} deletes search an index */
+    int64_t capped_checked; /* when capped_indexed was learnt */
+    long round;             /* poll mode: batches per round now (1 after a failed round) */
+    int64_t seq;            /* last reduced seq */
+    int64_t bytes;          /* cumulative bytes at seq */
+    char *session;          /* Consul session holding the lock, or NULL */
+    char *lock_key;         /* DS_LOCK_KEY "/" database: one tailer per database */
     int busy_logged;
     int64_t renew_at;
     uint64_t ingest_seen;
@@ -335,7 +337,7 @@ static void tail_once(struct tailer *t, int64_t skip_upto)
     mongoc_collection_destroy(col);
 }
 
-/* Poll mode, one round: the oldest DS_ROUND_BATCHES documents of the capped
+/* Poll mode, one round: the oldest t->round documents of the capped
  * collection, reduced, position saved, then deleted. 1 = did a round, 0 =
  * nothing to do, -1 = error (retried after a pause). */
 static int poll_round(struct tailer *t)
@@ -343,19 +345,20 @@ static int poll_round(struct tailer *t)
     struct ds_ctx *ctx = t->ctx;
     mongoc_collection_t *col = mongoc_client_get_collection(t->c, ctx->db, DS_CAPPED);
     bson_t filter = BSON_INITIALIZER;
+    size_t limit = (size_t)(t->round > 0 ? t->round : 1);
     /* no filter, no sort: FerretDB answers with ORDER BY record_id LIMIT n */
-    bson_t *opts = BCON_NEW("limit", BCON_INT64(ctx->cfg->round_batches));
+    bson_t *opts = BCON_NEW("limit", BCON_INT64((int64_t)limit));
     mongoc_cursor_t *cur = mongoc_collection_find_with_opts(col, &filter, opts, NULL);
-    bson_t **docs = sh_xcalloc((size_t)ctx->cfg->round_batches, sizeof(*docs));
+    bson_t **docs = sh_xcalloc(limit, sizeof(*docs));
     json_t *ids = json_array();
     const bson_t *doc;
     bson_error_t berr;
     struct sh_err err;
     size_t n = 0, bytes = 0, i;
+    int64_t now;
     int rc = 1;
 
-    while (n < (size_t)ctx->cfg->round_batches && bytes < ROUND_BYTES_MAX &&
-           mongoc_cursor_next(cur, &doc)) {
+    while (n < limit && bytes < ROUND_BYTES_MAX && mongoc_cursor_next(cur, &doc)) {
         bson_iter_t it;
         docs[n++] = bson_copy(doc);
         bytes += doc->len;
@@ -380,19 +383,28 @@ static int poll_round(struct tailer *t)
         goto out;
     }
     if (reduce_round(t, (const bson_t *const *)docs, n) < 0) {
+        /* A round that cannot be written as a whole (e.g. over the journal
+         * limit) must not block the batches behind it: retry one by one. */
+        t->round = 1;
         rc = -1;
         goto out;
     }
+    if (t->round < ctx->cfg->round_batches)
+        t->round = t->round * 2 < ctx->cfg->round_batches ? t->round * 2 : ctx->cfg->round_batches;
     /* Delete what this round covered: the capped collection then holds only
-     * unreduced batches. A failure here only means a harmless re-run. */
-    if (t->capped_indexed < 0 || n == (size_t)ctx->cfg->round_batches) {
+     * unreduced batches. One {_id: {$in}} delete scans the (small) collection
+     * once; with a backlog, per-_id statements are cheaper when indexed. */
+    now = ds_now_ms();
+    if (t->capped_indexed < 0 || (t->capped_indexed == 0 && now - t->capped_checked > 30000)) {
         int ix = ds_store_id_indexed(t->c, ctx, DS_CAPPED, &err);
         if (ix >= 0)
             t->capped_indexed = ix;
+        t->capped_checked = now;
     }
-    if (ds_store_delete_ids(col, ids, t->capped_indexed > 0 && n == (size_t)ctx->cfg->round_batches,
-                            &err) < 0)
+    if (ds_store_delete_ids(col, ids, t->capped_indexed > 0 && n == limit && n > 1, &err) < 0) {
         sh_log_warn("tailer_trim_failed error=\"%s\"", err.msg);
+        rc = -1; /* the next round re-reads these batches: harmless, but pause first */
+    }
 out:
     if (cur)
         mongoc_cursor_destroy(cur);
@@ -417,6 +429,7 @@ static void *tailer_main(void *arg)
     t.c = mongoc_client_pool_pop(t.ctx->pool);
     t.red = ds_reducer_new(t.ctx);
     t.capped_indexed = -1;
+    t.round = t.ctx->cfg->round_batches;
     t.poll = strcmp(t.ctx->cfg->tail_mode, "poll") == 0 ||
              (strcmp(t.ctx->cfg->tail_mode, "auto") == 0 && t.ctx->ferretdb);
     t.lock_key = sh_xasprintf("%s/%s", DS_LOCK_KEY, t.ctx->db);
@@ -424,7 +437,9 @@ static void *tailer_main(void *arg)
                 t.poll ? "poll" : "cursor", t.ctx->ferretdb, t.ctx->cfg->round_batches,
                 t.ctx->cfg->cache_bytes);
     while (!t.ctx->stop) {
-        if (!hold_lock(&t)) {
+        int held = hold_lock(&t);
+        __atomic_store_n(&t.ctx->tailing, held && started, __ATOMIC_RELAXED);
+        if (!held) {
             ds_feed_wait_ingest(t.ctx->feed, &t.ingest_seen, 1000);
             started = 0; /* re-read the position the other replica left */
             continue;
@@ -463,6 +478,7 @@ static void *tailer_main(void *arg)
         if (!t.ctx->stop)
             ds_feed_wait_ingest(t.ctx->feed, &t.ingest_seen, t.ctx->cfg->poll_ms);
     }
+    __atomic_store_n(&t.ctx->tailing, 0, __ATOMIC_RELAXED);
     release_lock(&t);
     ds_reducer_free(t.red);
     free(t.lock_key);
