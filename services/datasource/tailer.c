@@ -56,6 +56,7 @@
 #include "shared/xalloc.h"
 
 #define ROUND_BYTES_MAX (16 * 1024 * 1024) /* a poll round stops adding batches past this */
+#define STATE_EVERY_MS 250                 /* poll mode: position write interval under load */
 
 struct tailer {
     struct ds_ctx *ctx;
@@ -68,6 +69,8 @@ struct tailer {
     long round;             /* poll mode: batches per round now (1 after a failed round) */
     int64_t seq;            /* last reduced seq */
     int64_t bytes;          /* cumulative bytes at seq */
+    int dirty;              /* seq/bytes moved since the last tailer_state write */
+    int64_t saved_at;       /* when tailer_state was last written */
     char *session;          /* Consul session holding the lock, or NULL */
     char *lock_key;         /* DS_LOCK_KEY "/" database: one tailer per database */
     int busy_logged;
@@ -234,9 +237,11 @@ static int recover(struct tailer *t)
     return 0;
 }
 
-/* Reduces the round docs[0..n) and saves the position. 0 ok, -1 retry later
- * (position not advanced). */
-static int reduce_round(struct tailer *t, const bson_t *const *docs, size_t n)
+static int flush_state(struct tailer *t);
+
+/* Reduces the round docs[0..n) and saves the position (lazy: only moves it in
+ * memory; flush_state() writes it). 0 ok, -1 retry later (position not saved). */
+static int reduce_round(struct tailer *t, const bson_t *const *docs, size_t n, int lazy)
 {
     struct sh_err err;
     size_t replays = 0, i;
@@ -263,16 +268,26 @@ static int reduce_round(struct tailer *t, const bson_t *const *docs, size_t n)
                  " reduce_ms=%" PRId64,
                  n, seq, t0 - doc_int_date(docs[0], "at"), ds_now_ms() - t0);
     if (seq > t->seq) {
-        int64_t old_seq = t->seq, old_bytes = t->bytes;
         t->seq = seq;
         t->bytes = bytes;
+        t->dirty = 1;
+    }
+    return lazy ? 0 : flush_state(t);
+}
+
+/* Writes the position when it moved since the last write. 0 / -1. */
+static int flush_state(struct tailer *t)
+{
+    struct sh_err err;
+
+    if (t->dirty) {
         if (save_state(t, &err) < 0) {
-            t->seq = old_seq;
-            t->bytes = old_bytes;
             sh_metric_inc(t->ctx->m.errors);
-            sh_log_error("tailer_state_failed seq=%" PRId64 " error=\"%s\"", seq, err.msg);
+            sh_log_error("tailer_state_failed seq=%" PRId64 " error=\"%s\"", t->seq, err.msg);
             return -1;
         }
+        t->dirty = 0;
+        t->saved_at = ds_now_ms();
     }
     return 0;
 }
@@ -285,7 +300,7 @@ static int process(struct tailer *t, const bson_t *doc, int64_t skip_upto)
 
     if (seq <= 0 || seq <= skip_upto)
         return 0;
-    return reduce_round(t, &doc, 1);
+    return reduce_round(t, &doc, 1, 0);
 }
 
 /* Opens the cursor on {seq >= min(skip_upto, position - 1)} and drains it
@@ -356,7 +371,7 @@ static int poll_round(struct tailer *t)
     struct sh_err err;
     size_t n = 0, bytes = 0, i;
     int64_t now;
-    int rc = 1;
+    int rc = 1, lazy;
 
     while (n < limit && bytes < ROUND_BYTES_MAX && mongoc_cursor_next(cur, &doc)) {
         bson_iter_t it;
@@ -375,14 +390,19 @@ static int poll_round(struct tailer *t)
     mongoc_cursor_destroy(cur);
     cur = NULL;
     if (n == 0) {
-        rc = 0;
+        rc = flush_state(t) < 0 ? -1 : 0;
         goto out;
     }
     if (!hold_lock(t)) {
         rc = 0;
         goto out;
     }
-    if (reduce_round(t, (const bson_t *const *)docs, n) < 0) {
+    /* Poll mode does not need the position to resume (whatever is still in
+     * the capped collection is re-read), only for back-pressure, where an
+     * older value is safe: while more batches wait it is written at most
+     * every STATE_EVERY_MS instead of once per round. */
+    lazy = n == limit && ds_now_ms() - t->saved_at < STATE_EVERY_MS;
+    if (reduce_round(t, (const bson_t *const *)docs, n, lazy) < 0) {
         /* A round that cannot be written as a whole (e.g. over the journal
          * limit) must not block the batches behind it: retry one by one. */
         t->round = 1;
@@ -479,6 +499,8 @@ static void *tailer_main(void *arg)
             ds_feed_wait_ingest(t.ctx->feed, &t.ingest_seen, t.ctx->cfg->poll_ms);
     }
     __atomic_store_n(&t.ctx->tailing, 0, __ATOMIC_RELAXED);
+    if (t.session || !t.ctx->consul || !t.ctx->cfg->tailer_lock)
+        (void)flush_state(&t); /* still the tailer: leave the position current */
     release_lock(&t);
     ds_reducer_free(t.red);
     free(t.lock_key);
