@@ -35,7 +35,7 @@ for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$mport") 2>/dev/null && bre
 inner() {
     local port
     port=$(free_port)
-    MONGO_URL="mongodb://127.0.0.1:$mport/soak" PORT=$port SERVICE_ADDRESS=127.0.0.1 LOG_LEVEL=info \
+    MONGO_URL="mongodb://127.0.0.1:$mport/scrapr" PORT=$port SERVICE_ADDRESS=127.0.0.1 LOG_LEVEL=info \
         "$BUILD/bin/scrapr-datasource" >"$work/ds.log" 2>&1 &
     dpid=$!
     for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/health" >/dev/null && break; sleep 0.1; done
