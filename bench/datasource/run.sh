@@ -5,6 +5,9 @@
 #
 #   bench/datasource/run.sh [N_ITEMS] [BATCH] [LATENCY_SAMPLES]
 #
+# BENCH_DB names the database (default: scrapr on the bench's own test bed,
+# bench_ds_<pid> on a server given by MONGO_URL).
+#
 # Uses the test bed (tests/lib/testbed.sh): FerretDB + Consul on free ports,
 # unless MONGO_URL / CONSUL_HTTP_ADDR are already set (e.g. a real MongoDB).
 set -euo pipefail
@@ -26,7 +29,10 @@ cc -O2 -o "$work/bench" "$ROOT/bench/datasource/bench_datasource.c" \
 inner() {
     local port db pid
     port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-    db="bench_ds_$$"
+    # A server of our own (the test bed's): use the stack's database name,
+    # the one the FerretDB wrapper keeps _id-indexed while running
+    # (scripts/ferretdb, -index-dbs). A shared server: a private name.
+    db=${BENCH_DB:-bench_ds_$$}
     MONGO_URL="$MONGO_URL/$db" PORT=$port SERVICE_ADDRESS=127.0.0.1 LOG_LEVEL=warn \
         "$BUILD/bin/scrapr-datasource" >"$work/ds.log" 2>&1 &
     pid=$!
@@ -42,5 +48,5 @@ if [ -n "${MONGO_URL:-}" ] && [ -n "${CONSUL_HTTP_ADDR:-}" ]; then
 else
     export -f inner
     export N B S BUILD ROOT work
-    "$ROOT/tests/lib/testbed.sh" run -- bash -c inner
+    BENCH_DB=${BENCH_DB:-scrapr} "$ROOT/tests/lib/testbed.sh" run -- bash -c inner
 fi

@@ -273,8 +273,11 @@ static int long_poll(struct ds_ctx *ctx, mongoc_client_t *c, const char *name,
         int64_t rev;
         if (left <= 0 || ctx->stop)
             return 0;
-        rev = ds_feed_wait(ctx->feed, name, want,
-                           left < ctx->cfg->meta_poll_ms ? (long)left : ctx->cfg->meta_poll_ms);
+        /* While this process is the tailer the feed sees every reduce: the
+         * collections_meta re-read is only a safety net then. */
+        long poll = __atomic_load_n(&ctx->tailing, __ATOMIC_RELAXED) ? ctx->cfg->meta_poll_ms * 10
+                                                                     : ctx->cfg->meta_poll_ms;
+        rev = ds_feed_wait(ctx->feed, name, want, left < poll ? (long)left : poll);
         (void)rev;
         if (read_meta(c, ctx->db, name, m, err) < 0)
             return -1;

@@ -50,8 +50,11 @@ struct ds_config {
     int tailer;             /* DS_TAILER: 0 disables reducing (tests, read-only replicas) */
     int tailer_lock;        /* DS_TAILER_LOCK: hold the Consul lock while tailing */
     long resume_window;     /* DS_RESUME_WINDOW: batches re-reduced after a restart */
-    long poll_ms;           /* DS_POLL_MS: tailer re-poll when the cursor closes */
+    long poll_ms;           /* DS_POLL_MS: tailer re-poll when idle */
     long meta_poll_ms;      /* DS_META_POLL_MS: long-poll fallback poll of collections_meta */
+    char *tail_mode;        /* DS_TAIL_MODE: auto, cursor or poll (see tailer.c) */
+    long round_batches;     /* DS_ROUND_BATCHES: most batches reduced together in one round */
+    long cache_bytes;       /* DS_REDUCE_CACHE_BYTES: reducer's item cache (0 = off) */
 };
 
 /* Limits validation needs (a subset of the config, so unit tests need no Mongo). */
@@ -111,6 +114,8 @@ void ds_feed_wait_ingest(struct ds_feed *f, uint64_t *seen, long timeout_ms);
 
 /* --- runtime context --- */
 
+struct ds_reducer; /* reduce.c: the tailer's item cache and per-collection facts */
+
 struct ds_metrics {
     struct sh_metric *batches;        /* scrapr_datasource_ingest_batches_total */
     struct sh_metric *items;          /* scrapr_datasource_ingest_items_total */
@@ -132,11 +137,17 @@ struct ds_ctx {
     struct ds_metrics m;
     struct sh_consul *consul;    /* may be NULL */
     pthread_mutex_t ingest_lock; /* serialises sequence + capped insert (see ingest.c) */
-    json_t *counted; /* tailer thread only: collections whose count was recounted since start */
     pthread_t tailer_thread;
     int tailer_running;
     volatile int stop;
-    int ready; /* metrics and consul wired (atomic); handlers answer 503 before */
+    int ready;    /* metrics and consul wired (atomic); handlers answer 503 before */
+    int ferretdb; /* the server announced itself as FerretDB (buildInfo) */
+    int tailing;  /* atomic: this process holds the tailer lock and reduces */
+    /* The local tailer's saved position (atomics): lets ingest skip re-reading
+     * tailer_state for back-pressure while it is fresh (a stale value only
+     * over-estimates the backlog). pos_at_ms = 0: unknown. */
+    int64_t pos_bytes;
+    int64_t pos_at_ms;
 };
 
 /* --- store.c --- */
@@ -153,6 +164,15 @@ int ds_store_read_state(mongoc_client_t *c, const char *db, int64_t *ret_seq, in
 /* Reads the counter: last assigned seq and cumulative bytes (0 when absent). */
 int ds_store_read_counter(mongoc_client_t *c, const char *db, int64_t *ret_seq, int64_t *ret_bytes,
                           struct sh_err *err);
+/* 1 when an {_id: <string>} filter on coll is answered through an index
+ * (always on MongoDB; on FerretDB only with the wrapper's _id path index,
+ * checked with explain), 0 when it scans, -1 on error. */
+int ds_store_id_indexed(mongoc_client_t *c, const struct ds_ctx *ctx, const char *coll,
+                        struct sh_err *err);
+/* Deletes the documents whose _id (a string) is in ids from coll: one
+ * {_id: {$in}} delete (one scan on FerretDB) or, when per_id, one statement per
+ * _id (index searches). 0 / -1. */
+int ds_store_delete_ids(mongoc_collection_t *col, json_t *ids, int per_id, struct sh_err *err);
 /* ISO-8601 UTC with milliseconds into buf (>= 32 bytes). */
 void ds_format_time(int64_t ms, char *buf, size_t len);
 /* Parses ISO-8601 UTC ("2026-01-02T03:04:05Z" or with .mmm); 1 ok, 0 not a time. */
@@ -173,11 +193,22 @@ int ds_ingest(struct ds_ctx *ctx, const struct ds_batch *b, struct ds_ingest_res
 
 /* --- reduce.c --- */
 
-/* Reduces one capped document (a batch) into its collection. Idempotent and
- * order-independent (see docs/datasource.md). *ret_skipped = 1 when the batch
- * was a replay of an already reduced batch_id. 0 / -1. */
-int ds_reduce_batch(struct ds_ctx *ctx, mongoc_client_t *c, const bson_t *doc, int *ret_skipped,
-                    struct sh_err *err);
+/* The reducer belongs to the tailer thread. It caches the stored state of
+ * every item of the collections it reduces (up to DS_REDUCE_CACHE_BYTES), so
+ * a round needs no lookup; the cache is valid only while this process is the
+ * single tailer and is dropped (ds_reducer_forget) whenever that may not hold. */
+struct ds_reducer *ds_reducer_new(struct ds_ctx *ctx);
+void ds_reducer_free(struct ds_reducer *r);
+void ds_reducer_forget(struct ds_reducer *r);
+/* Completes replacements interrupted by a crash (reduce_journal). 0 / -1. */
+int ds_reducer_redo(struct ds_reducer *r, mongoc_client_t *c, struct sh_err *err);
+/* Reduces n capped documents (batches and gap markers, any order) in one
+ * round: batches in seq order, the writes of all of them to one collection
+ * together. Idempotent and order-independent (see docs/datasource.md).
+ * *ret_replays = batches skipped as replays of another seq. 0 / -1 (nothing
+ * is known to be done: the caller retries the round). */
+int ds_reduce_round(struct ds_reducer *r, mongoc_client_t *c, const bson_t *const *docs, size_t n,
+                    size_t *ret_replays, struct sh_err *err);
 
 /* --- tailer.c --- */
 

@@ -144,6 +144,8 @@ static int fill_gap(mongoc_collection_t *capped, int64_t seq, int64_t cum, struc
     return rc;
 }
 
+#define POS_FRESH_MS 1000
+
 static long backlog_limit(const struct ds_config *cfg)
 {
     return cfg->backlog_max_bytes > 0 ? cfg->backlog_max_bytes : cfg->capped_bytes / 4;
@@ -177,9 +179,15 @@ int ds_ingest(struct ds_ctx *ctx, const struct ds_batch *b, struct ds_ingest_res
 
     /* Back-pressure: unreduced bytes = counter total - tailer position. Kept
      * far below the capped size so trimming can never reach unread batches. */
-    if (ds_store_read_counter(c, ctx->db, &cseq, &cbytes, err) < 0 ||
-        ds_store_read_state(c, ctx->db, &sseq, &sbytes, err) < 0)
+    if (ds_store_read_counter(c, ctx->db, &cseq, &cbytes, err) < 0)
         goto out;
+    /* The local tailer's position when fresh: it only moves forward, so a
+     * stale value over-estimates the backlog (safe). Else read it. */
+    if (ds_now_ms() - __atomic_load_n(&ctx->pos_at_ms, __ATOMIC_ACQUIRE) < POS_FRESH_MS) {
+        sbytes = __atomic_load_n(&ctx->pos_bytes, __ATOMIC_RELAXED);
+    } else if (ds_store_read_state(c, ctx->db, &sseq, &sbytes, err) < 0) {
+        goto out;
+    }
     sh_metric_set(ctx->m.backlog, (double)(cbytes - sbytes));
     if (cbytes - sbytes + (int64_t)b->data_len > backlog_limit(ctx->cfg)) {
         ret->status = 503;

@@ -28,7 +28,13 @@ static const struct sh_envconf table[] = {
     {"DS_RESUME_WINDOW", SH_ENV_INT, &cfg.resume_window, "4", 1, 1e6,
      "batches re-reduced (idempotently) after a restart"},
     {"DS_POLL_MS", SH_ENV_INT, &cfg.poll_ms, "10", 1, 10000,
-     "tailer re-poll interval when its cursor closes"},
+     "tailer re-poll interval when idle (without an ingest wake-up)"},
+    {"DS_TAIL_MODE", SH_ENV_STRING, &cfg.tail_mode, "auto", 0, 0,
+     "cursor (tailable cursor), poll (find + delete, for FerretDB) or auto"},
+    {"DS_ROUND_BATCHES", SH_ENV_INT, &cfg.round_batches, "32", 1, 10000,
+     "most batches reduced together in one round"},
+    {"DS_REDUCE_CACHE_BYTES", SH_ENV_INT, &cfg.cache_bytes, "268435456", 0, 1e15,
+     "memory for the reducer's copy of stored items (0 = look them up every round)"},
     {"DS_META_POLL_MS", SH_ENV_INT, &cfg.meta_poll_ms, "100", 5, 10000,
      "long-poll re-read of collections_meta (changes reduced by other replicas)"},
     {NULL, 0, NULL, NULL, 0, 0, NULL},
@@ -44,11 +50,13 @@ int main(int argc, char **argv)
     static const char *const tags[] = {"datasource", NULL};
 
     sh_service_config_load_ex(&scfg, "datasource", 3001, table, argc, argv);
+    if (strcmp(cfg.tail_mode, "auto") != 0 && strcmp(cfg.tail_mode, "cursor") != 0 &&
+        strcmp(cfg.tail_mode, "poll") != 0)
+        sh_fatal("config_invalid DS_TAIL_MODE=\"%s\" expected=auto|cursor|poll", cfg.tail_mode);
 
     memset(&ctx, 0, sizeof(ctx));
     ctx.cfg = &cfg;
     ctx.feed = ds_feed_new();
-    ctx.counted = json_object();
     (void)pthread_mutex_init(&ctx.ingest_lock, NULL);
     ctx.pool = sh_mongo_pool_new(cfg.mongo_url, &ctx.db, &err);
     if (!ctx.pool)
@@ -77,8 +85,8 @@ int main(int argc, char **argv)
     ds_metrics_init(&ctx, sh_service_metrics(svc));
     ctx.consul = sh_service_consul(svc);
     __atomic_store_n(&ctx.ready, 1, __ATOMIC_RELEASE);
-    sh_log_info("datasource_started port=%u db=%s tailer=%d capped_bytes=%ld", sh_service_port(svc),
-                ctx.db, cfg.tailer, cfg.capped_bytes);
+    sh_log_info("datasource_started port=%u db=%s tailer=%d capped_bytes=%ld ferretdb=%d",
+                sh_service_port(svc), ctx.db, cfg.tailer, cfg.capped_bytes, ctx.ferretdb);
     if (cfg.tailer && ds_tailer_start(&ctx, &err) < 0)
         sh_fatal("tailer_start_failed error=\"%s\"", err.msg);
 
@@ -90,7 +98,6 @@ int main(int argc, char **argv)
     sh_service_stop(svc);
     mongoc_client_pool_destroy(ctx.pool);
     free(ctx.db);
-    json_decref(ctx.counted);
     ds_feed_free(ctx.feed);
     (void)pthread_mutex_destroy(&ctx.ingest_lock);
     sh_envconf_done(table);

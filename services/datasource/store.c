@@ -141,6 +141,129 @@ static int create_capped(mongoc_database_t *dbh, long bytes, struct sh_err *err)
     return rc;
 }
 
+/* Explain's SQLite plan mentions "USING INDEX" when FerretDB searches an index. */
+static int plan_uses_index(const bson_t *reply)
+{
+    bson_iter_t it;
+    uint32_t len;
+
+    if (!bson_iter_init(&it, reply))
+        return 0;
+    while (bson_iter_next(&it)) {
+        if (BSON_ITER_HOLDS_UTF8(&it) && strstr(bson_iter_utf8(&it, &len), "USING INDEX"))
+            return 1;
+        if (BSON_ITER_HOLDS_DOCUMENT(&it) || BSON_ITER_HOLDS_ARRAY(&it)) {
+            const uint8_t *data;
+            bson_t sub;
+            if (BSON_ITER_HOLDS_DOCUMENT(&it))
+                bson_iter_document(&it, &len, &data);
+            else
+                bson_iter_array(&it, &len, &data);
+            if (bson_init_static(&sub, data, len) && plan_uses_index(&sub))
+                return 1;
+        }
+    }
+    return 0;
+}
+
+int ds_store_id_indexed(mongoc_client_t *c, const struct ds_ctx *ctx, const char *coll,
+                        struct sh_err *err)
+{
+    mongoc_database_t *dbh;
+    bson_t *cmd, reply;
+    bson_error_t berr;
+    int rc;
+
+    if (!ctx->ferretdb)
+        return 1;
+    dbh = mongoc_client_get_database(c, ctx->db);
+    cmd = BCON_NEW("explain", "{", "find", BCON_UTF8(coll), "filter", "{", "_id",
+                   BCON_UTF8("~probe"), "}", "}");
+    if (!mongoc_database_command_simple(dbh, cmd, NULL, &reply, &berr)) {
+        sh_mongo_err(err, &berr, "explain");
+        rc = -1;
+    } else {
+        rc = plan_uses_index(&reply);
+    }
+    bson_destroy(&reply);
+    bson_destroy(cmd);
+    mongoc_database_destroy(dbh);
+    return rc;
+}
+
+static void append_ids(bson_t *arr, json_t *ids, size_t start, size_t end)
+{
+    for (size_t i = start; i < end; i++) {
+        char idx[16];
+        const char *k;
+        (void)bson_uint32_to_string((uint32_t)(i - start), &k, idx, sizeof(idx));
+        BSON_APPEND_UTF8(arr, k, json_string_value(json_array_get(ids, i)));
+    }
+}
+
+#define DELETE_CHUNK 500
+int ds_store_delete_ids(mongoc_collection_t *col, json_t *ids, int per_id, struct sh_err *err)
+{
+    size_t start = 0, n = json_array_size(ids);
+    bson_error_t berr;
+
+    while (start < n) {
+        size_t end = n - start > DELETE_CHUNK ? start + DELETE_CHUNK : n;
+        int ok;
+        if (per_id) {
+            /* One delete command, one {_id} statement per id: each is an index
+             * search on FerretDB (and one SQLite transaction). */
+            bson_t *bopts = BCON_NEW("ordered", BCON_BOOL(false));
+            mongoc_bulk_operation_t *bulk =
+                mongoc_collection_create_bulk_operation_with_opts(col, bopts);
+            bson_t reply;
+            for (size_t i = start; i < end; i++) {
+                bson_t *f = BCON_NEW("_id", BCON_UTF8(json_string_value(json_array_get(ids, i))));
+                (void)mongoc_bulk_operation_remove_one_with_opts(bulk, f, NULL, NULL);
+                bson_destroy(f);
+            }
+            ok = (int)mongoc_bulk_operation_execute(bulk, &reply, &berr);
+            bson_destroy(&reply);
+            mongoc_bulk_operation_destroy(bulk);
+            bson_destroy(bopts);
+        } else {
+            bson_t filter = BSON_INITIALIZER, idf, in;
+            BSON_APPEND_DOCUMENT_BEGIN(&filter, "_id", &idf);
+            BSON_APPEND_ARRAY_BEGIN(&idf, "$in", &in);
+            append_ids(&in, ids, start, end);
+            bson_append_array_end(&idf, &in);
+            bson_append_document_end(&filter, &idf);
+            ok = (int)mongoc_collection_delete_many(col, &filter, NULL, NULL, &berr);
+            bson_destroy(&filter);
+        }
+        if (!ok) {
+            sh_mongo_err(err, &berr, "delete by _id");
+            return -1;
+        }
+        start = end;
+    }
+    return 0;
+}
+
+/* FerretDB announces itself in buildInfo (ferretdbVersion); some fallbacks depend on it. */
+static int detect_ferretdb(mongoc_client_t *c, int *ret, struct sh_err *err)
+{
+    bson_t *cmd = BCON_NEW("buildInfo", BCON_INT32(1)), reply;
+    bson_error_t berr;
+    bson_iter_t it;
+    int rc = 0;
+
+    if (!mongoc_client_command_simple(c, "admin", cmd, NULL, &reply, &berr)) {
+        sh_mongo_err(err, &berr, "buildInfo");
+        rc = -1;
+    } else {
+        *ret = bson_iter_init_find(&it, &reply, "ferretdbVersion") ? 1 : 0;
+    }
+    bson_destroy(&reply);
+    bson_destroy(cmd);
+    return rc;
+}
+
 int ds_store_setup(struct ds_ctx *ctx, struct sh_err *err)
 {
     mongoc_client_t *c = mongoc_client_pool_pop(ctx->pool);
@@ -149,6 +272,10 @@ int ds_store_setup(struct ds_ctx *ctx, struct sh_err *err)
     bson_error_t berr;
     int rc = 0;
 
+    if (detect_ferretdb(c, &ctx->ferretdb, err) < 0) {
+        rc = -1;
+        goto out;
+    }
     if (create_capped(dbh, ctx->cfg->capped_bytes, err) < 0) {
         rc = -1;
         goto out;

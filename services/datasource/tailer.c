@@ -1,30 +1,50 @@
-/* The tailer thread: follows capped_datasources with a tailable awaitData
- * cursor and reduces each batch (reduce.c), persisting its position in
- * tailer_state {_id: "datasource", seq, bytes} after the writes it covers.
+/* The tailer thread: reads capped_datasources in insertion order and
+ * reduces it in rounds (reduce.c), persisting its position in tailer_state
+ * {_id: "datasource", seq, bytes} after the writes it covers.
  *
- * Resume: after a (re)start the tailer re-reduces the last DS_RESUME_WINDOW
- * batches before its saved position. Reducing is idempotent, so the
- * re-run costs a little time and covers the crash window between a reduce and
- * the state write (and any late, out-of-order insert from another replica).
+ * Two ways to follow the capped collection (DS_TAIL_MODE):
  *
- * FerretDB v1 closes a tailable cursor whose first batch exhausts the result
- * (MongoDB keeps it open), and every re-open re-reads the whole capped
- * collection. So the cursor is opened with batchSize 1 on {seq: {$gte: last-1}}:
- * it matches at least two documents once two exist, stays open, and getMore
- * follows new inserts cheaply. When it closes anyway the tailer waits for an
- * ingest wake-up or DS_POLL_MS and re-opens.
+ * cursor (MongoDB; auto when the server is not FerretDB): a tailable awaitData
+ *   cursor on {seq: {$gte: position - 1}}, one round per document. After a
+ *   (re)start the last DS_RESUME_WINDOW batches before the saved position are
+ *   re-reduced (idempotent): covers a crash between a reduce and the state
+ *   write, and late out-of-order inserts from another replica.
  *
- * Overruns: if the oldest batch still in the capped collection is newer than
- * position + 1, unread batches were overwritten: logged as an error and
- * counted in scrapr_datasource_tailer_overruns_total (back-pressure in
+ * poll (FerretDB; auto when the server is FerretDB): no server-side cursor at
+ *   all. Each round is one find({}, limit DS_ROUND_BATCHES) - FerretDB turns it
+ *   into "ORDER BY record_id LIMIT n", the oldest documents - then the round
+ *   is reduced, the position saved, and the documents of the round deleted
+ *   from the capped collection. Whatever is still in the collection is
+ *   therefore unreduced (or reduced but not yet deleted: re-reduced
+ *   harmlessly after a crash), and a poll costs O(round), not O(collection).
+ *   Why not tailable cursors on FerretDB v1.24.2: (1) every getMore re-runs the
+ *   query from the start of the capped collection and decodes every document
+ *   up to the cursor's position (FerretDB's Cursor.Reset), so a tail costs
+ *   O(collection) per batch and FerretDB never trims capped collections (its
+ *   embedded cleanup is disabled); (2) awaitData gives the SQLite query a
+ *   deadline context (maxTimeMS), and modernc.org/sqlite v1.32.0 leaks the
+ *   statement of a query whose context ends just as its first step
+ *   succeeds (stmt.query drops the rows without closing them). The pooled
+ *   connection then keeps a read transaction open forever: it serves stale
+ *   snapshots (our sequence counter read back old values: "seq already
+ *   taken"), its writes fail with SQLITE_BUSY_SNAPSHOT ("database is locked
+ *   (517)"), and the late sqlite3_interrupt stays armed, so every later
+ *   statement on it fails with "interrupted (9)" - FerretDB-wide, until a
+ *   restart. Poll mode never hands FerretDB a cancellable context.
+ *
+ * Overruns (cursor mode): if the oldest batch still in the capped collection is
+ * newer than position + 1, unread batches were overwritten: logged as an error
+ * and counted in scrapr_datasource_tailer_overruns_total (back-pressure in
  * ingest.c exists so that this cannot happen with a sane DS_BACKLOG_MAX_BYTES).
+ * Poll mode deletes only what it reduced and FerretDB never trims, so there is
+ * nothing to overrun.
  *
  * Single tailer: the thread takes the Consul lock DS_LOCK_KEY/<db> before tailing
  * when DS_TAILER_LOCK=1 and stands by while it cannot hold it (another replica
- * has it, or Consul is unreachable: reduce.c's replace step relies on a single
- * tailer). DS_TAILER_LOCK=0 is for a single replica.
+ * has it, or Consul is unreachable: reduce.c's item cache and replace step rely
+ * on a single tailer). DS_TAILER_LOCK=0 is for a single replica.
  *
- * Threading: one thread, one pooled client; publishes through the feed. */
+ * Threading: one thread, one pooled client, the reducer; publishes through the feed. */
 #include <inttypes.h>
 #include <string.h>
 #include <unistd.h>
@@ -35,13 +55,24 @@
 #include "shared/mongo.h"
 #include "shared/xalloc.h"
 
+#define ROUND_BYTES_MAX (16 * 1024 * 1024) /* a poll round stops adding batches past this */
+#define STATE_EVERY_MS 250                 /* poll mode: position write interval under load */
+
 struct tailer {
     struct ds_ctx *ctx;
     mongoc_client_t *c;
-    int64_t seq;    /* last reduced seq */
-    int64_t bytes;  /* cumulative bytes at seq */
-    char *session;  /* Consul session holding the lock, or NULL */
-    char *lock_key; /* DS_LOCK_KEY "/" database: one tailer per database */
+    struct ds_reducer *red;
+    int poll;               /* poll mode (FerretDB) rather than a tailable cursor */
+    int need_redo;          /* finish reduce_journal records before the next round */
+    int capped_indexed;     /* poll mode: -1 unknown, else whether {_id} deletes search an index */
+    int64_t capped_checked; /* when capped_indexed was learnt */
+    long round;             /* poll mode: batches per round now (1 after a failed round) */
+    int64_t seq;            /* last reduced seq */
+    int64_t bytes;          /* cumulative bytes at seq */
+    int dirty;              /* seq/bytes moved since the last tailer_state write */
+    int64_t saved_at;       /* when tailer_state was last written */
+    char *session;          /* Consul session holding the lock, or NULL */
+    char *lock_key;         /* DS_LOCK_KEY "/" database: one tailer per database */
     int busy_logged;
     int64_t renew_at;
     uint64_t ingest_seen;
@@ -62,6 +93,9 @@ static int save_state(struct tailer *t, struct sh_err *err)
     if (!mongoc_collection_update_one(col, q, u, &opts, NULL, &berr)) {
         sh_mongo_err(err, &berr, "tailer_state update");
         rc = -1;
+    } else {
+        __atomic_store_n(&t->ctx->pos_bytes, t->bytes, __ATOMIC_RELAXED);
+        __atomic_store_n(&t->ctx->pos_at_ms, ds_now_ms(), __ATOMIC_RELEASE);
     }
     bson_destroy(&opts);
     bson_destroy(u);
@@ -185,42 +219,88 @@ static int64_t doc_int_date(const bson_t *doc, const char *name)
     return 0;
 }
 
-/* Processes one capped document: documents at or below skip_upto were
- * reduced before; the others are reduced (again, harmlessly, inside the
- * resume window). 0 ok, -1 retry later (position not advanced). */
-static int process(struct tailer *t, const bson_t *doc, int64_t skip_upto)
+/* Brings the reducer back to a known state after a failure or a lock
+ * handover: drops its cache and finishes journal records. 0 / -1. */
+static int recover(struct tailer *t)
 {
     struct sh_err err;
+
+    if (!t->need_redo)
+        return 0;
+    ds_reducer_forget(t->red);
+    if (ds_reducer_redo(t->red, t->c, &err) < 0) {
+        sh_metric_inc(t->ctx->m.errors);
+        sh_log_error("reduce_journal_redo_failed error=\"%s\"", err.msg);
+        return -1;
+    }
+    t->need_redo = 0;
+    return 0;
+}
+
+static int flush_state(struct tailer *t);
+
+/* Reduces the round docs[0..n) and saves the position (lazy: only moves it in
+ * memory; flush_state() writes it). 0 ok, -1 retry later (position not saved). */
+static int reduce_round(struct tailer *t, const bson_t *const *docs, size_t n, int lazy)
+{
+    struct sh_err err;
+    size_t replays = 0, i;
+    int64_t t0 = ds_now_ms(), seq = t->seq, bytes = t->bytes;
+
+    if (recover(t) < 0)
+        return -1;
+    if (ds_reduce_round(t->red, t->c, docs, n, &replays, &err) < 0) {
+        sh_metric_inc(t->ctx->m.errors);
+        sh_log_error("reduce_failed batches=%zu first_seq=%" PRId64 " error=\"%s\"", n,
+                     doc_int(docs[0], "seq"), err.msg);
+        t->need_redo = 1;
+        return -1;
+    }
+    if (replays)
+        sh_log_info("reduce_skipped_replays count=%zu", replays);
+    for (i = 0; i < n; i++) {
+        if (doc_int(docs[i], "seq") > seq) {
+            seq = doc_int(docs[i], "seq");
+            bytes = doc_int(docs[i], "bytes");
+        }
+    }
+    sh_log_debug("reduced batches=%zu last_seq=%" PRId64 " waited_ms=%" PRId64
+                 " reduce_ms=%" PRId64,
+                 n, seq, t0 - doc_int_date(docs[0], "at"), ds_now_ms() - t0);
+    if (seq > t->seq) {
+        t->seq = seq;
+        t->bytes = bytes;
+        t->dirty = 1;
+    }
+    return lazy ? 0 : flush_state(t);
+}
+
+/* Writes the position when it moved since the last write. 0 / -1. */
+static int flush_state(struct tailer *t)
+{
+    struct sh_err err;
+
+    if (t->dirty) {
+        if (save_state(t, &err) < 0) {
+            sh_metric_inc(t->ctx->m.errors);
+            sh_log_error("tailer_state_failed seq=%" PRId64 " error=\"%s\"", t->seq, err.msg);
+            return -1;
+        }
+        t->dirty = 0;
+        t->saved_at = ds_now_ms();
+    }
+    return 0;
+}
+
+/* Cursor mode: processes one capped document; documents at or below
+ * skip_upto were reduced before. 0 ok, -1 retry later. */
+static int process(struct tailer *t, const bson_t *doc, int64_t skip_upto)
+{
     int64_t seq = doc_int(doc, "seq");
-    int skipped = 0;
-    bson_iter_t it;
 
     if (seq <= 0 || seq <= skip_upto)
         return 0;
-    /* Gap markers fill sequence numbers that ingest burned (see ingest.c). */
-    if (!(bson_iter_init_find(&it, doc, "gap") && bson_iter_as_bool(&it))) {
-        int64_t t0 = ds_now_ms();
-        int r = ds_reduce_batch(t->ctx, t->c, doc, &skipped, &err);
-        sh_log_debug("reduced seq=%" PRId64 " waited_ms=%" PRId64 " reduce_ms=%" PRId64, seq,
-                     t0 - doc_int_date(doc, "at"), ds_now_ms() - t0);
-        if (r < 0) {
-            sh_metric_inc(t->ctx->m.errors);
-            sh_log_error("reduce_failed seq=%" PRId64 " error=\"%s\"", seq, err.msg);
-            return -1;
-        }
-        if (skipped)
-            sh_log_info("reduce_skipped_replay seq=%" PRId64, seq);
-    }
-    if (seq > t->seq) {
-        t->seq = seq;
-        t->bytes = doc_int(doc, "bytes");
-        if (save_state(t, &err) < 0) {
-            sh_metric_inc(t->ctx->m.errors);
-            sh_log_error("tailer_state_failed seq=%" PRId64 " error=\"%s\"", seq, err.msg);
-            return -1;
-        }
-    }
-    return 0;
+    return reduce_round(t, &doc, 1, 0);
 }
 
 /* Opens the cursor on {seq >= min(skip_upto, position - 1)} and drains it
@@ -272,6 +352,92 @@ static void tail_once(struct tailer *t, int64_t skip_upto)
     mongoc_collection_destroy(col);
 }
 
+/* Poll mode, one round: the oldest t->round documents of the capped
+ * collection, reduced, position saved, then deleted. 1 = did a round, 0 =
+ * nothing to do, -1 = error (retried after a pause). */
+static int poll_round(struct tailer *t)
+{
+    struct ds_ctx *ctx = t->ctx;
+    mongoc_collection_t *col = mongoc_client_get_collection(t->c, ctx->db, DS_CAPPED);
+    bson_t filter = BSON_INITIALIZER;
+    size_t limit = (size_t)(t->round > 0 ? t->round : 1);
+    /* no filter, no sort: FerretDB answers with ORDER BY record_id LIMIT n */
+    bson_t *opts = BCON_NEW("limit", BCON_INT64((int64_t)limit));
+    mongoc_cursor_t *cur = mongoc_collection_find_with_opts(col, &filter, opts, NULL);
+    bson_t **docs = sh_xcalloc(limit, sizeof(*docs));
+    json_t *ids = json_array();
+    const bson_t *doc;
+    bson_error_t berr;
+    struct sh_err err;
+    size_t n = 0, bytes = 0, i;
+    int64_t now;
+    int rc = 1, lazy;
+
+    while (n < limit && bytes < ROUND_BYTES_MAX && mongoc_cursor_next(cur, &doc)) {
+        bson_iter_t it;
+        docs[n++] = bson_copy(doc);
+        bytes += doc->len;
+        if (bson_iter_init_find(&it, doc, "_id") && BSON_ITER_HOLDS_UTF8(&it))
+            (void)json_array_append_new(ids, json_string(bson_iter_utf8(&it, NULL)));
+    }
+    if (mongoc_cursor_error(cur, &berr)) {
+        sh_metric_inc(ctx->m.errors);
+        sh_log_warn("tailer_poll_failed error=\"%s\"", berr.message);
+        rc = -1;
+        goto out;
+    }
+    /* the cursor is closed before any write (no open cursor on FerretDB) */
+    mongoc_cursor_destroy(cur);
+    cur = NULL;
+    if (n == 0) {
+        rc = flush_state(t) < 0 ? -1 : 0;
+        goto out;
+    }
+    if (!hold_lock(t)) {
+        rc = 0;
+        goto out;
+    }
+    /* Poll mode does not need the position to resume (whatever is still in
+     * the capped collection is re-read), only for back-pressure, where an
+     * older value is safe: while more batches wait it is written at most
+     * every STATE_EVERY_MS instead of once per round. */
+    lazy = n == limit && ds_now_ms() - t->saved_at < STATE_EVERY_MS;
+    if (reduce_round(t, (const bson_t *const *)docs, n, lazy) < 0) {
+        /* A round that cannot be written as a whole (e.g. over the journal
+         * limit) must not block the batches behind it: retry one by one. */
+        t->round = 1;
+        rc = -1;
+        goto out;
+    }
+    if (t->round < ctx->cfg->round_batches)
+        t->round = t->round * 2 < ctx->cfg->round_batches ? t->round * 2 : ctx->cfg->round_batches;
+    /* Delete what this round covered: the capped collection then holds only
+     * unreduced batches. One {_id: {$in}} delete scans the (small) collection
+     * once; with a backlog, per-_id statements are cheaper when indexed. */
+    now = ds_now_ms();
+    if (t->capped_indexed < 0 || (t->capped_indexed == 0 && now - t->capped_checked > 30000)) {
+        int ix = ds_store_id_indexed(t->c, ctx, DS_CAPPED, &err);
+        if (ix >= 0)
+            t->capped_indexed = ix;
+        t->capped_checked = now;
+    }
+    if (ds_store_delete_ids(col, ids, t->capped_indexed > 0 && n == limit && n > 1, &err) < 0) {
+        sh_log_warn("tailer_trim_failed error=\"%s\"", err.msg);
+        rc = -1; /* the next round re-reads these batches: harmless, but pause first */
+    }
+out:
+    if (cur)
+        mongoc_cursor_destroy(cur);
+    for (i = 0; i < n; i++)
+        bson_destroy(docs[i]);
+    free(docs);
+    json_decref(ids);
+    bson_destroy(opts);
+    bson_destroy(&filter);
+    mongoc_collection_destroy(col);
+    return rc;
+}
+
 static void *tailer_main(void *arg)
 {
     struct tailer t;
@@ -281,31 +447,62 @@ static void *tailer_main(void *arg)
     memset(&t, 0, sizeof(t));
     t.ctx = arg;
     t.c = mongoc_client_pool_pop(t.ctx->pool);
+    t.red = ds_reducer_new(t.ctx);
+    t.capped_indexed = -1;
+    t.round = t.ctx->cfg->round_batches;
+    t.poll = strcmp(t.ctx->cfg->tail_mode, "poll") == 0 ||
+             (strcmp(t.ctx->cfg->tail_mode, "auto") == 0 && t.ctx->ferretdb);
     t.lock_key = sh_xasprintf("%s/%s", DS_LOCK_KEY, t.ctx->db);
+    sh_log_info("tailer_mode mode=%s ferretdb=%d round_batches=%ld cache_bytes=%ld",
+                t.poll ? "poll" : "cursor", t.ctx->ferretdb, t.ctx->cfg->round_batches,
+                t.ctx->cfg->cache_bytes);
     while (!t.ctx->stop) {
-        if (!hold_lock(&t)) {
+        int held = hold_lock(&t);
+        __atomic_store_n(&t.ctx->tailing, held && started, __ATOMIC_RELAXED);
+        if (!held) {
             ds_feed_wait_ingest(t.ctx->feed, &t.ingest_seen, 1000);
             started = 0; /* re-read the position the other replica left */
             continue;
         }
         if (!started) {
+            /* another replica may have written items: forget the cache, redo journals */
+            t.need_redo = 1;
             if (ds_store_read_state(t.c, t.ctx->db, &t.seq, &t.bytes, &err) < 0) {
                 sh_log_error("tailer_state_read_failed error=\"%s\"", err.msg);
                 ds_feed_wait_ingest(t.ctx->feed, &t.ingest_seen, 1000);
                 continue;
             }
+            if (recover(&t) < 0) {
+                ds_feed_wait_ingest(t.ctx->feed, &t.ingest_seen, 1000);
+                continue;
+            }
+            __atomic_store_n(&t.ctx->pos_bytes, t.bytes, __ATOMIC_RELAXED);
+            __atomic_store_n(&t.ctx->pos_at_ms, ds_now_ms(), __ATOMIC_RELEASE);
             sh_log_info("tailer_start position=%" PRId64 " replay_window=%ld", t.seq,
-                        t.ctx->cfg->resume_window);
-            check_overrun(&t);
+                        t.poll ? 0L : t.ctx->cfg->resume_window);
             started = 1;
-            tail_once(&t, t.seq - t.ctx->cfg->resume_window);
+            if (!t.poll) {
+                check_overrun(&t);
+                tail_once(&t, t.seq - t.ctx->cfg->resume_window);
+                continue;
+            }
+        }
+        if (t.poll) {
+            int r = poll_round(&t);
+            if (r > 0 || t.ctx->stop)
+                continue; /* more may be waiting */
+            ds_feed_wait_ingest(t.ctx->feed, &t.ingest_seen, r < 0 ? 1000 : t.ctx->cfg->poll_ms);
             continue;
         }
         tail_once(&t, t.seq);
         if (!t.ctx->stop)
             ds_feed_wait_ingest(t.ctx->feed, &t.ingest_seen, t.ctx->cfg->poll_ms);
     }
+    __atomic_store_n(&t.ctx->tailing, 0, __ATOMIC_RELAXED);
+    if (t.session || !t.ctx->consul || !t.ctx->cfg->tailer_lock)
+        (void)flush_state(&t); /* still the tailer: leave the position current */
     release_lock(&t);
+    ds_reducer_free(t.red);
     free(t.lock_key);
     mongoc_client_pool_push(t.ctx->pool, t.c);
     return NULL;
