@@ -63,7 +63,9 @@ fi
 # FerretDB v1 (embedded SQLite backend) through a tiny wrapper module: a plain
 # `go install` of its cmd panics at start for lack of a generated version file.
 FERRET_VERSION=v1.24.2
-if [ ! -x "$TOOLS/bin/ferretdb" ] || [ "$(cat "$TOOLS/ferretdb.version" 2>/dev/null)" != "$FERRET_VERSION" ]; then
+# Rebuilt when the version or the wrapper's source changes.
+FERRET_STAMP="$FERRET_VERSION $(sha256sum "$ROOT/scripts/ferretdb/main.go" | cut -c1-16)"
+if [ ! -x "$TOOLS/bin/ferretdb" ] || [ "$(cat "$TOOLS/ferretdb.version" 2>/dev/null)" != "$FERRET_STAMP" ]; then
     command -v go >/dev/null 2>&1 || PATH="$PATH:/usr/local/go/bin"
     build=$(mktemp -d)
     cp "$ROOT/scripts/ferretdb/main.go" "$build/"
@@ -71,7 +73,7 @@ if [ ! -x "$TOOLS/bin/ferretdb" ] || [ "$(cat "$TOOLS/ferretdb.version" 2>/dev/n
         go get "github.com/FerretDB/FerretDB@$FERRET_VERSION" >/dev/null 2>&1 &&
         go mod tidy >/dev/null 2>&1 &&
         CGO_ENABLED=0 go build -o "$TOOLS/bin/ferretdb" .)
-    echo "$FERRET_VERSION" >"$TOOLS/ferretdb.version"
+    echo "$FERRET_STAMP" >"$TOOLS/ferretdb.version"
     rm -rf "$build"
 fi
 echo "deps: ok (consul $("$TOOLS/bin/consul" version | head -1 | cut -d' ' -f2), ferretdb $FERRET_VERSION)"

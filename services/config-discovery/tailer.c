@@ -497,9 +497,13 @@ int cd_threads_start(struct cd_ctx *ctx, struct sh_err *err)
     int rc = pthread_create(&ctx->tailer, NULL, tailer_main, ctx);
     if (rc == 0) {
         ctx->tailer_running = 1;
-        /* auto: on for MongoDB; off for FerretDB, whose tailable cursors
-         * re-run their query in a loop (~20% of a core per idle cursor). */
-        int watch = ctx->cfg->watch < 0 ? !ctx->ferretdb : ctx->cfg->watch;
+        /* Never on FerretDB, even when asked: its awaitData getMores run SQLite
+         * queries under a deadline, and a deadline that fires at the wrong moment
+         * poisons a pooled connection of its SQLite driver until FerretDB restarts
+         * (docs/datasource.md, "FerretDB stalls"). auto = on for MongoDB. */
+        int watch = ctx->ferretdb ? 0 : ctx->cfg->watch < 0 ? 1 : ctx->cfg->watch;
+        if (ctx->ferretdb && ctx->cfg->watch > 0)
+            sh_log_warn("SCRAPR_CD_WATCH=on ignored: no tailable cursors on FerretDB");
         if (watch) {
             rc = pthread_create(&ctx->watcher, NULL, watcher_main, ctx);
             ctx->watcher_running = rc == 0;
