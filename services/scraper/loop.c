@@ -245,7 +245,8 @@ static double wall_now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static void run_once(struct scr_ctx *c, int (*stop)(void))
+/* One scrape; returns -1 when its items could not be queued (Redis unreachable). */
+static int run_once(struct scr_ctx *c, int (*stop)(void))
 {
     (void)pthread_mutex_lock(&c->mu);
     c->running = 1;
@@ -290,10 +291,12 @@ static void run_once(struct scr_ctx *c, int (*stop)(void))
     c->runs++;
     (void)pthread_mutex_unlock(&c->mu);
     scr_run_result_done(&res);
+    return nb < 0 ? -1 : 0;
 }
 
 void scr_ctx_loop(struct scr_ctx *c, int (*stopping)(void), int (*sleep_ms)(long))
 {
+    long retry_ms = 0; /* backoff while the outbox's Redis is unreachable */
     while (!stopping()) {
         struct sh_err err = {0};
         if (scr_ctx_load_config(c, &err) < 0) {
@@ -312,15 +315,26 @@ void scr_ctx_loop(struct scr_ctx *c, int (*stopping)(void), int (*sleep_ms)(long
                             c->version);
             }
         }
-        long interval = 5;
+        long wait_ms = 5000;
         if (c->dsl) {
-            run_once(c, stopping);
-            interval = c->dsl->ttl > c->cfg->min_interval_s ? c->dsl->ttl : c->cfg->min_interval_s;
+            long interval =
+                c->dsl->ttl > c->cfg->min_interval_s ? c->dsl->ttl : c->cfg->min_interval_s;
+            wait_ms = interval * 1000;
+            /* Items not queued are not lost (validators were not committed, so the
+             * pages are fetched in full again) but they must not wait a whole ttl:
+             * a freshly spawned scraper often finishes before its Redis answers. */
+            if (run_once(c, stopping) < 0) {
+                retry_ms = retry_ms ? retry_ms * 2 : 500;
+                if (retry_ms < wait_ms)
+                    wait_ms = retry_ms;
+            } else {
+                retry_ms = 0;
+            }
         }
         (void)pthread_mutex_lock(&c->mu);
-        c->next_run = wall_now() + (double)interval;
+        c->next_run = wall_now() + (double)wait_ms / 1000.0;
         (void)pthread_mutex_unlock(&c->mu);
-        if (sleep_ms(interval * 1000))
+        if (sleep_ms(wait_ms))
             break;
     }
 }
