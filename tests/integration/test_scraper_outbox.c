@@ -7,6 +7,7 @@
  *    down, is killed with SIGKILL, restarts from its Redis config cache while
  *    config-discovery is down, and once the datasource is up every item
  *    arrives exactly once. */
+#include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -174,8 +175,10 @@ static void test_outbox_holds_batches_until_datasource_returns(void)
     free(ds.db);
 }
 
-/* Starts scrapr-scraper for config id with the datasource at ds_port. */
-static pid_t scraper_start(const char *id, unsigned port, unsigned ds_port, unsigned cd_port)
+/* Starts scrapr-scraper for config id with the datasource at ds_port and its
+ * Redis at redis_url (NULL: the test bed's). */
+static pid_t scraper_start_redis(const char *id, unsigned port, unsigned ds_port, unsigned cd_port,
+                                 const char *redis_url)
 {
     char *bin = th_bin("scrapr-scraper");
     const char *argv[] = {bin, NULL};
@@ -183,6 +186,7 @@ static pid_t scraper_start(const char *id, unsigned port, unsigned ds_port, unsi
     char *e_id = sh_xasprintf("CONFIG_ID=%s", id);
     char *e_ds = sh_xasprintf("SCRAPR_DATASOURCE_URL=http://127.0.0.1:%u", ds_port);
     char *e_cd = sh_xasprintf("SCRAPR_CONFIG_DISCOVERY_URL=http://127.0.0.1:%u", cd_port);
+    char *e_redis = redis_url ? sh_xasprintf("REDIS_URL=%s", redis_url) : NULL;
     const char *env[] = {e_port,
                          e_id,
                          e_ds,
@@ -190,6 +194,7 @@ static pid_t scraper_start(const char *id, unsigned port, unsigned ds_port, unsi
                          "SERVICE_ADDRESS=127.0.0.1",
                          "SCRAPR_ALLOW_PRIVATE_TARGETS=1",
                          "LOG_LEVEL=debug",
+                         e_redis, /* last: NULL ends the list early */
                          NULL};
     pid_t pid = th_spawn(argv, env);
     char *health = sh_xasprintf("http://127.0.0.1:%u/health", port);
@@ -200,8 +205,14 @@ static pid_t scraper_start(const char *id, unsigned port, unsigned ds_port, unsi
     free(e_id);
     free(e_ds);
     free(e_cd);
+    free(e_redis);
     free(bin);
     return pid;
+}
+
+static pid_t scraper_start(const char *id, unsigned port, unsigned ds_port, unsigned cd_port)
+{
+    return scraper_start_redis(id, port, ds_port, cd_port, NULL);
 }
 
 static json_t *status(unsigned port)
@@ -369,6 +380,72 @@ static void test_sigterm_stops_a_running_scrape_promptly(void)
     free(id);
 }
 
+/* A run that ends while the scraper's Redis is down cannot queue its items; the
+ * scrape is repeated within seconds once Redis is back, not a whole ttl later. */
+static void test_run_retried_soon_when_redis_was_down(void)
+{
+    unsigned rport = 0;
+    pid_t rpid = th_redis_start(&rport);
+    char *rurl = sh_xasprintf("redis://127.0.0.1:%u", rport);
+    char *id = object_id();
+    char *src = sh_xasprintf("%s/slow?s=2", site);
+    json_t *doc =
+        json_pack("{s:s, s:s, s:s, s:i, s:i, s:{s:s, s:i}, s:s, s:{s:s}}", "_id", id, "type",
+                  "scraper", "collection", "late-redis", "version", 1, "ttl", 3600, "source", "url",
+                  src, "timeout", 30, "scope", "body", "fields", "text", "body");
+    ASSERT_NOT_NULL(doc);
+    char *txt = json_dumps(doc, JSON_COMPACT);
+    struct sh_err err = {0};
+    json_t *s;
+    struct sh_redis *own = sh_redis_new(rurl, &err);
+    ASSERT_NOT_NULL(own);
+    redisReply *r = sh_redis_command(own, NULL, "SET scrapr:config:%s %s", id, txt);
+    ASSERT_NOT_NULL(r);
+    freeReplyObject(r);
+    sh_redis_free(own);
+
+    /* the scraper loads its configuration from Redis, then Redis dies mid-run */
+    unsigned port = th_free_port();
+    pid_t pid = scraper_start_redis(id, port, th_free_port(), th_free_port(), rurl);
+    for (int64_t end = th_now_ms() + 10000;;) { /* the 2 s page keeps the run going */
+        s = status(port);
+        int loaded = json_string_value(json_object_get(s, "collection")) != NULL;
+        json_decref(s);
+        if (loaded)
+            break;
+        if (th_now_ms() > end)
+            CHECK_FAIL("scraper did not load its configuration from Redis");
+        (void)usleep(20000);
+    }
+    ASSERT_EQ(th_kill(rpid, SIGKILL), 128 + SIGKILL);
+    s = wait_runs(port, 1, 15000);
+    ASSERT(json_is_false(
+        json_object_get(json_object_get(json_object_get(s, "last_run"), "delivery"), "queued")));
+    json_decref(s);
+    /* Redis back (empty) on the same port: the next run queues the item */
+    rpid = th_redis_start(&rport);
+    int64_t t0 = th_now_ms(), end = t0 + 15000;
+    for (;;) {
+        s = status(port);
+        json_int_t enq =
+            json_integer_value(json_object_get(json_object_get(s, "outbox"), "enqueued"));
+        json_decref(s);
+        if (enq >= 1)
+            break;
+        if (th_now_ms() > end)
+            CHECK_FAIL("items not queued within 15 s of Redis coming back (ttl is 3600 s)");
+        (void)usleep(100000);
+    }
+    fprintf(stderr, "   queued %" PRId64 " ms after Redis came back\n", th_now_ms() - t0);
+    ASSERT_EQ(th_kill(pid, SIGTERM), 0);
+    ASSERT_EQ(th_kill(rpid, SIGTERM), 0);
+    json_decref(doc);
+    free(txt);
+    free(src);
+    free(id);
+    free(rurl);
+}
+
 int main(void)
 {
     /* check.h's REQUIRE_ENV does not compile (a statement in an expression) */
@@ -396,6 +473,7 @@ int main(void)
     RUN(test_outbox_holds_batches_until_datasource_returns);
     RUN(test_scraper_killed_and_restarted_delivers_every_item_once);
     RUN(test_sigterm_stops_a_running_scrape_promptly);
+    RUN(test_run_retried_soon_when_redis_was_down);
 
     (void)th_kill(site_pid, SIGTERM);
     sh_redis_free(redis);
