@@ -1,13 +1,14 @@
 #!/bin/bash
 # Orchestrator, engine driver, against the real Docker engine, Consul and
 # config-discovery (on the test bed's FerretDB): a new configuration → its
-# scraper and endpoint containers with labels, env, Redis and network; the
-# assignment (`container`, the endpoint's `url`) is recorded with one PUT each
-# and causes neither a redeploy nor a PUT loop (the versions stay put); a
-# configuration change (version bump) replaces the app but keeps its Redis; a
-# removed/stopped container is replaced; replicas up/down; kill -9 + restart →
-# no duplicates; two orchestrators → one acts; the standby takes over within
-# 10 s; a deleted configuration is removed.
+# scraper and endpoint containers with labels, env, Redis and network (an
+# engine refusal is reported and retried with backoff); the assignment
+# (`container`, the endpoint's `url`) is recorded with one PUT each and causes
+# neither a redeploy nor a PUT loop (the versions stay put); a configuration
+# change (version bump) replaces the app but keeps its Redis; a killed
+# container runs again, a removed/stopped one is replaced; replicas up/down;
+# kill -9 + restart → no duplicates; two orchestrators → one acts; the standby
+# takes over within 10 s; a deleted configuration is removed.
 set -euo pipefail
 . "$(dirname "$0")/orchestrator_lib.sh"
 ot_init oe
@@ -18,12 +19,27 @@ ot_start_orch a
 ot_wait 15 "orchestrator a becomes leader" ot_is_leader "$OT_PORT_a"
 
 echo "-- a new scraper configuration: scraper + its Redis, endpoint + its Redis, labels and env"
+# The first endpoint port is held by another process: the engine refuses the
+# endpoint's start until it is freed, which the orchestrator reports with the
+# engine's message and retries with backoff (not at engine speed).
+lo=${OT_PORTS%-*}; hi=${OT_PORTS#*-}
+python3 -c 'import socket,sys,time; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("0.0.0.0", int(sys.argv[1]))); s.listen(); time.sleep(600)' "$lo" &
+holder=$!
+OT_PIDS+=($holder)
+ot_wait 10 "port $lo held" bash -c "exec 3<>/dev/tcp/127.0.0.1/$lo"
 coll="quotes-$OT_ID"
 SID=$(ot_post_config "$(ot_scraper_config "$coll")") || ot_fail "POST /configurations"
 EID=$(ot_endpoint_id "$coll") || ot_fail "no endpoint configuration for $coll"
 S="$OT_PREFIX-scraper-$SID-0"
 E="$OT_PREFIX-endpoint-$EID"
-for n in "$S" "$S-redis" "$E" "$E-redis"; do ot_wait 30 "$n running" ot_running "$n"; done
+failures() { curl -sf "http://127.0.0.1:$1/metrics" | awk '/^scrapr_orchestrator_failures_total /{print $2}'; }
+ot_wait 30 "the engine's refusal reported in /status" bash -c "curl -sf http://127.0.0.1:$OT_PORT_a/status | grep -q 'create $E: docker'"
+f0=$(failures "$OT_PORT_a"); sleep 4; f1=$(failures "$OT_PORT_a")
+echo "failed attempts in 4 s while the port is held: $((${f1%.*} - ${f0%.*}))"
+((${f1%.*} - ${f0%.*} <= 5)) || ot_fail "retried without backoff: $f0 → $f1 failures in 4 s"
+for n in "$S" "$S-redis"; do ot_wait 30 "$n running" ot_running "$n"; done
+kill "$holder"
+for n in "$E" "$E-redis"; do ot_wait 40 "$n running once the port is free" ot_running "$n"; done
 labels=$(docker inspect -f '{{json .Config.Labels}}' "$S")
 for kv in "\"scrapr.config-id\":\"$SID\"" '"scrapr.type":"scraper"' "\"scrapr.collection\":\"$coll\"" \
     '"scrapr.role":"app"' "\"scrapr.owner\":\"$OT_OWNER\"" '"scrapr.version":"1"' '"scrapr.config-hash"'; do
@@ -51,8 +67,7 @@ ot_wait 20 "endpoint container recorded" ot_field_is "$EID" container "$E"
 url=$(ot_get_field "$EID" url)
 [[ $url == http://127.0.0.1:*/items ]] || ot_fail "endpoint url '$url'"
 port=${url##*:}; port=${port%%/*}
-lo=${OT_PORTS%-*}; hi=${OT_PORTS#*-}
-((port >= lo && port <= hi)) || ot_fail "port $port outside $OT_PORTS"
+[ "$port" = "$lo" ] || ot_fail "endpoint port $port, want the first of $OT_PORTS"
 ot_wait 10 "endpoint answers at its recorded url" curl -sf "http://127.0.0.1:$port/health"
 # POST made version 1; the orchestrator's one PUT (container, url) version 2.
 [ "$(ot_get_field "$SID" version)" = 2 ] || ot_fail "scraper config version $(ot_get_field "$SID" version), want 2"
@@ -76,7 +91,11 @@ v=$(ot_get_field "$SID" version)
 [ "$(ot_get_field "$SID" container)" = "$S" ] || ot_fail "assignment lost on update"
 s_id=$(ot_cid "$S")
 
-echo "-- a removed container is re-created; a stopped one replaced"
+echo "-- a killed container runs again; a removed one is re-created; a stopped one replaced"
+pid=$(docker inspect -f '{{.State.Pid}}' "$S")
+kill -9 "$pid"
+ot_wait 15 "killed scraper running again" bash -c "[ \"\$(docker inspect -f '{{.State.Running}} {{.State.Pid}}' $S 2>/dev/null)\" != 'true $pid' ] && [ \"\$(docker inspect -f '{{.State.Running}}' $S 2>/dev/null)\" = true ]"
+s_id=$(ot_cid "$S")
 docker rm -f "$S" >/dev/null
 ot_wait 15 "removed scraper re-created" ot_running "$S"
 [ "$(ot_cid "$S")" != "$s_id" ] || ot_fail "not re-created"
