@@ -23,6 +23,8 @@ ot_init() { # ot_init NAME
     command -v python3 >/dev/null || ot_fail "python3 missing"
 }
 
+ot_step() { echo "-- [${SECONDS}s] $*"; } # a test section, with the seconds elapsed so far
+
 ot_free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
 }

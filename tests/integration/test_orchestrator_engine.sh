@@ -18,7 +18,7 @@ ot_start_cd
 ot_start_orch a
 ot_wait 15 "orchestrator a becomes leader" ot_is_leader "$OT_PORT_a"
 
-echo "-- a new scraper configuration: scraper + its Redis, endpoint + its Redis, labels and env"
+ot_step "a new scraper configuration: scraper + its Redis, endpoint + its Redis, labels and env"
 # The first endpoint port is held by another process: the engine refuses the
 # endpoint's start until it is freed, which the orchestrator reports with the
 # engine's message and retries with backoff (not at engine speed).
@@ -61,7 +61,7 @@ done
 docker exec "$S" nslookup "$S-redis" >/dev/null 2>&1 || docker exec "$S" ping -c1 -W2 "$S-redis" >/dev/null ||
     ot_fail "scraper cannot resolve its redis"
 
-echo "-- the assignment is recorded once; the endpoint publishes a port from the range"
+ot_step "the assignment is recorded once; the endpoint publishes a port from the range"
 ot_wait 20 "scraper container recorded" ot_field_is "$SID" container "$S"
 ot_wait 20 "endpoint container recorded" ot_field_is "$EID" container "$E"
 url=$(ot_get_field "$EID" url)
@@ -73,7 +73,7 @@ ot_wait 10 "endpoint answers at its recorded url" curl -sf "http://127.0.0.1:$po
 [ "$(ot_get_field "$SID" version)" = 2 ] || ot_fail "scraper config version $(ot_get_field "$SID" version), want 2"
 [ "$(ot_get_field "$EID" version)" = 2 ] || ot_fail "endpoint config version $(ot_get_field "$EID" version), want 2"
 
-echo "-- our own PUT (a version bump) neither redeploys nor loops"
+ot_step "our own PUT (a version bump) neither redeploys nor loops"
 s_id=$(ot_cid "$S"); r_id=$(ot_cid "$S-redis"); e_id=$(ot_cid "$E")
 sleep 3
 [ "$(ot_cid "$S")" = "$s_id" ] && [ "$(ot_cid "$E")" = "$e_id" ] || ot_fail "the assignment PUT caused a redeploy"
@@ -81,7 +81,7 @@ sleep 3
     ot_fail "versions keep moving (PUT loop): $(ot_get_field "$SID" version) $(ot_get_field "$EID" version)"
 [ "$(ot_count)" -eq 4 ] || ot_fail "expected 4 containers, got $(ot_count)"
 
-echo "-- a configuration change (version bumped) replaces the app, keeps its Redis"
+ot_step "a configuration change (version bumped) replaces the app, keeps its Redis"
 ot_patch_config "$SID" '{"ttl":30}'
 ot_wait 20 "scraper replaced" bash -c "[ \"\$(docker inspect -f '{{.Id}}' $S 2>/dev/null)\" != $s_id ] && [ \"\$(docker inspect -f '{{.State.Running}}' $S 2>/dev/null)\" = true ]"
 [ "$(ot_cid "$S-redis")" = "$r_id" ] || ot_fail "redis was replaced on a config change"
@@ -91,7 +91,7 @@ v=$(ot_get_field "$SID" version)
 [ "$(ot_get_field "$SID" container)" = "$S" ] || ot_fail "assignment lost on update"
 s_id=$(ot_cid "$S")
 
-echo "-- a killed container runs again; a removed one is re-created; a stopped one replaced"
+ot_step "a killed container runs again; a removed one is re-created; a stopped one replaced"
 pid=$(docker inspect -f '{{.State.Pid}}' "$S")
 kill -9 "$pid"
 ot_wait 15 "killed scraper running again" bash -c "[ \"\$(docker inspect -f '{{.State.Running}} {{.State.Pid}}' $S 2>/dev/null)\" != 'true $pid' ] && [ \"\$(docker inspect -f '{{.State.Running}}' $S 2>/dev/null)\" = true ]"
@@ -103,7 +103,7 @@ docker stop -t 0 "$S-redis" >/dev/null
 ot_wait 15 "stopped redis replaced" ot_running "$S-redis"
 s_id=$(ot_cid "$S")
 
-echo "-- replicas: 2 scrapers, each with its own Redis; scaling keeps replica 0"
+ot_step "replicas: 2 scrapers, each with its own Redis; scaling keeps replica 0"
 S1="$OT_PREFIX-scraper-$SID-1"
 ot_patch_config "$SID" '{"replicas":2}'
 ot_wait 20 "second replica" ot_running "$S1"
@@ -116,7 +116,7 @@ ot_wait 20 "second replica redis removed" ot_absent "$S1-redis"
 ot_wait 15 "one replica recorded" ot_field_is "$SID" container "$S"
 [ "$(ot_cid "$S")" = "$s_id" ] || ot_fail "scaling replaced replica 0"
 
-echo "-- kill -9 and restart: no duplicates, nothing replaced"
+ot_step "kill -9 and restart: no duplicates, nothing replaced"
 before=$(docker ps -q --filter "label=scrapr.owner=$OT_OWNER" | sort | tr '\n' ' ')
 v_before=$(ot_get_field "$SID" version)
 kill -9 "$OT_PID_a"
@@ -128,7 +128,7 @@ after=$(docker ps -q --filter "label=scrapr.owner=$OT_OWNER" | sort | tr '\n' ' 
 [ "$(ot_count)" -eq 4 ] || ot_fail "duplicates: $(ot_count) containers"
 [ "$(ot_get_field "$SID" version)" = "$v_before" ] || ot_fail "restart rewrote the assignment"
 
-echo "-- two orchestrators: one acts, the other stands by"
+ot_step "two orchestrators: one acts, the other stands by"
 ot_start_orch b
 sleep 2
 [ "$(ot_role "$OT_PORT_a2")" = leader ] || ot_fail "a2 should lead"
@@ -141,7 +141,7 @@ ot_wait 15 "new scraper recorded" ot_field_is "$X" container "$OT_PREFIX-scraper
 grep -q "create unit=" "$OT_DIR/orch-b.log" && ot_fail "standby acted"
 ot_wait 15 "8 containers" bash -c "[ \$(docker ps -aq --filter label=scrapr.owner=$OT_OWNER | wc -l) -eq 8 ]"
 
-echo "-- leader killed: the standby takes over within 10 s"
+ot_step "leader killed: the standby takes over within 10 s"
 kill -9 "$OT_PID_a2"
 t0=$SECONDS
 ot_wait 10 "standby becomes leader" ot_is_leader "$OT_PORT_b"
@@ -150,7 +150,7 @@ Y=$(ot_post_config "$(ot_scraper_config "third-$OT_ID")") || ot_fail "POST third
 ot_wait 30 "new leader acts" ot_running "$OT_PREFIX-scraper-$Y-0"
 ot_wait 15 "new leader records" ot_field_is "$Y" container "$OT_PREFIX-scraper-$Y-0"
 
-echo "-- a deleted configuration is removed (with its collection's endpoint)"
+ot_step "a deleted configuration is removed (with its collection's endpoint)"
 ot_delete_config "$X" || ot_fail "DELETE $X"
 for n in "$OT_PREFIX-scraper-$X-0" "$OT_PREFIX-scraper-$X-0-redis" "$OT_PREFIX-endpoint-$XE" "$OT_PREFIX-endpoint-$XE-redis"; do
     ot_wait 30 "$n removed" ot_absent "$n"

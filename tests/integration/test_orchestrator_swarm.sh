@@ -39,7 +39,7 @@ svc_running() { # svc_running NAME: at least one running task
 }
 svc_absent() { ! docker service inspect "$1" >/dev/null 2>&1; }
 
-echo "-- a configuration → services with labels, env, Redis, overlay network"
+ot_step "a configuration → services with labels, env, Redis, overlay network"
 coll="quotes-$OT_ID"
 SID=$(ot_post_config "$(ot_scraper_config "$coll")") || ot_fail "POST /configurations"
 EID=$(ot_endpoint_id "$coll") || ot_fail "no endpoint configuration for $coll"
@@ -68,7 +68,7 @@ ot_wait 30 "endpoint URL recorded" ot_field_is "$EID" url "http://127.0.0.1:$por
 [ "$(ot_get_field "$EID" container)" = "$E" ] || ot_fail "endpoint container not recorded"
 ot_wait 30 "endpoint answers on its published port" curl -sf "http://127.0.0.1:$port/health"
 
-echo "-- a config change (version bumped) updates the service in place"
+ot_step "a config change (version bumped) updates the service in place"
 sid_before=$(docker service inspect -f '{{.ID}}' "$S")
 hash_before=$(docker service inspect -f '{{index .Spec.Labels "scrapr.config-hash"}}' "$S")
 redis_ver=$(docker service inspect -f '{{.Version.Index}}' "$S-redis")
@@ -80,17 +80,17 @@ ot_wait 60 "updated service running" svc_running "$S"
 v=$(ot_get_field "$SID" version)
 [ "$(docker service inspect -f '{{index .Spec.Labels "scrapr.version"}}' "$S")" = "$v" ] || ot_fail "scrapr.version label, want $v"
 
-echo "-- a killed task is rescheduled"
+ot_step "a killed task is rescheduled"
 cid=$(docker ps -q --filter "label=com.docker.swarm.service.name=$S" | head -1)
 [ -n "$cid" ] || ot_fail "no task container for $S"
 docker rm -f "$cid" >/dev/null
 ot_wait 60 "task rescheduled" bash -c "docker ps -q --filter label=com.docker.swarm.service.name=$S | grep -v $cid | grep -q ."
 
-echo "-- endpoint replicas: one service, N tasks"
+ot_step "endpoint replicas: one service, N tasks"
 ot_patch_config "$EID" '{"replicas":2}'
 ot_wait 20 "endpoint scaled" bash -c "[ \"\$(docker service inspect -f '{{.Spec.Mode.Replicated.Replicas}}' $E)\" = 2 ]"
 
-echo "-- kill -9 and restart: the same services, no duplicates"
+ot_step "kill -9 and restart: the same services, no duplicates"
 before=$(docker service ls -q --filter "label=scrapr.owner=$OT_OWNER" | sort | tr '\n' ' ')
 kill -9 "$OT_PID_a"
 ot_start_orch a2 SCRAPR_PUBLISH_MODE=host
@@ -100,7 +100,7 @@ after=$(docker service ls -q --filter "label=scrapr.owner=$OT_OWNER" | sort | tr
 [ "$before" = "$after" ] || ot_fail "services changed across restart: $before vs $after"
 [ "$(docker service ls -q --filter "label=scrapr.owner=$OT_OWNER" | wc -l)" -eq 4 ] || ot_fail "duplicate services"
 
-echo "-- a deleted configuration → its services removed (and its collection's endpoint)"
+ot_step "a deleted configuration → its services removed (and its collection's endpoint)"
 ot_delete_config "$SID" || ot_fail "DELETE $SID"
 for n in "$S" "$S-redis" "$E" "$E-redis"; do
     ot_wait 30 "service $n removed" svc_absent "$n"
