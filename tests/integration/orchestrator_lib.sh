@@ -167,12 +167,17 @@ ot_cleanup() {
     for pid in "${OT_PIDS[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
     docker service ls -q --filter "label=scrapr.owner=$OT_OWNER" 2>/dev/null | xargs -r docker service rm >/dev/null 2>&1 || true
     docker ps -aq --filter "label=scrapr.owner=$OT_OWNER" | xargs -r docker rm -f >/dev/null 2>&1 || true
+    # A unit the killed orchestrator was still creating may appear after the
+    # first sweep, and a loaded engine takes a while to detach: sweep again.
     local i
-    for i in $(seq 30); do
+    for i in $(seq 60); do
         docker network rm "$OT_NET" >/dev/null 2>&1 && break
         docker network inspect "$OT_NET" >/dev/null 2>&1 || break
+        docker service ls -q --filter "label=scrapr.owner=$OT_OWNER" 2>/dev/null | xargs -r docker service rm >/dev/null 2>&1 || true
+        docker ps -aq --filter "label=scrapr.owner=$OT_OWNER" | xargs -r docker rm -f >/dev/null 2>&1 || true
         sleep 1
     done
+    docker network inspect "$OT_NET" >/dev/null 2>&1 && echo "ot_cleanup: network $OT_NET could not be removed" >&2
     curl -sf -X DELETE "$OT_CONSUL/v1/kv/$OT_KV?recurse" >/dev/null 2>&1 || true
     if [ -n "${OT_KEEP_LOGS:-}" ] || [ "${OT_FAILED:-0}" = 1 ]; then
         echo "logs kept in $OT_DIR" >&2
