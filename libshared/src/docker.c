@@ -255,7 +255,6 @@ int sh_docker_request(struct sh_docker *d, const char *method, const char *path,
     (void)curl_easy_setopt(e, CURLOPT_ERRORBUFFER, NULL);
     (void)curl_easy_setopt(e, CURLOPT_POSTFIELDS, NULL);
     give_handle(d, e);
-    (void)pthread_mutex_unlock(&d->lock);
 
     if (s.overflow) {
         sh_err_set(err, SH_ELIMIT, "docker %s %s: response larger than %u bytes", method, path,

@@ -71,7 +71,7 @@ void orch_units_init(struct orch_units *u)
     memset(u, 0, sizeof(*u));
 }
 
-static void unit_done(struct orch_unit *x)
+void orch_unit_done(struct orch_unit *x)
 {
     free(x->name);
     free(x->config_id);
@@ -86,6 +86,27 @@ static void unit_done(struct orch_unit *x)
     free(x->node_addr);
 }
 
+static char *dup_or_null(const char *s)
+{
+    return s ? sh_xstrdup(s) : NULL;
+}
+
+void orch_unit_copy(struct orch_unit *dst, const struct orch_unit *src)
+{
+    *dst = *src;
+    dst->name = dup_or_null(src->name);
+    dst->config_id = dup_or_null(src->config_id);
+    dst->type = dup_or_null(src->type);
+    dst->collection = dup_or_null(src->collection);
+    dst->config_hash = dup_or_null(src->config_hash);
+    dst->spec_hash = dup_or_null(src->spec_hash);
+    dst->env = src->env ? json_deep_copy(src->env) : NULL;
+    dst->id = dup_or_null(src->id);
+    dst->state = dup_or_null(src->state);
+    dst->node_id = dup_or_null(src->node_id);
+    dst->node_addr = dup_or_null(src->node_addr);
+}
+
 void orch_units_done(struct orch_units *u)
 {
     size_t i;
@@ -93,7 +114,7 @@ void orch_units_done(struct orch_units *u)
     if (!u)
         return;
     for (i = 0; i < u->n; i++)
-        unit_done(&u->v[i]);
+        orch_unit_done(&u->v[i]);
     free(u->v);
     memset(u, 0, sizeof(*u));
 }
@@ -377,7 +398,7 @@ void orch_desired_build(const struct orch_config *cfg, const json_t *configs,
      * carries the cache for when a port frees up). */
     for (i = 0; i < ret->n; i++) {
         if (ret->v[i].port == -1) {
-            unit_done(&ret->v[i]);
+            orch_unit_done(&ret->v[i]);
             memmove(&ret->v[i], &ret->v[i + 1], (ret->n - i - 1) * sizeof(ret->v[0]));
             ret->n--;
             i--;

@@ -80,7 +80,7 @@ static json_t *engine_spec(const struct orch_config *cfg, const struct orch_unit
     if (u->env)
         (void)json_object_set(spec, "Env", u->env);
     if (u->port > 0) {
-        char hp[16];
+        char hp[24];
         (void)snprintf(hp, sizeof(hp), "%ld", u->port);
         (void)json_object_set_new(spec, "ExposedPorts", json_pack("{s:{}}", pk));
         (void)json_object_set_new(host, "PortBindings",

@@ -8,8 +8,10 @@
  * the recorded URL follows the task. Called from the reconcile thread only. */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "orchestrator.h"
+#include "shared/service.h"
 #include "shared/xalloc.h"
 
 /* Address users reach a node on: Status.Addr; a manager may report 0.0.0.0
@@ -196,6 +198,51 @@ static int swarm_remove(struct sh_docker *d, const struct orch_config *cfg,
     return 0;
 }
 
+/* Service create returns before Swarm has scheduled and started the task.
+ * Polls the service's tasks (100 ms) until one runs, one failed, or
+ * timeout_ms passed (SH_ETIMEOUT). */
+static int swarm_wait_running(struct sh_docker *d, const struct orch_config *cfg,
+                              const struct orch_unit *u, long timeout_ms, struct sh_err *err)
+{
+    json_t *f = json_pack("{s:[s], s:[s]}", "service", u->name, "desired-state", "running");
+    double end = orch_now_mono() + (double)timeout_ms / 1000.0;
+    int rc = 1;
+
+    (void)cfg;
+    while (rc > 0) {
+        json_t *tasks = NULL, *t;
+        size_t i;
+        struct timespec ts = {0, 100 * 1000000L};
+
+        if (sh_docker_tasks_list(d, f, &tasks, err) < 0) {
+            rc = -1;
+            break;
+        }
+        json_array_foreach(tasks, i, t)
+        {
+            const char *st =
+                json_string_value(json_object_get(json_object_get(t, "Status"), "State"));
+            if (st && strcmp(st, "running") == 0)
+                rc = 0;
+            else if (st && rc > 0 && (strcmp(st, "failed") == 0 || strcmp(st, "rejected") == 0)) {
+                sh_err_set(err, SH_EUPSTREAM, "task of %s is %s", u->name, st);
+                rc = -1;
+            }
+        }
+        json_decref(tasks);
+        if (rc <= 0)
+            break;
+        if (orch_now_mono() >= end || sh_service_stopping()) {
+            sh_err_set(err, SH_ETIMEOUT, "no running task of %s after %ld ms", u->name, timeout_ms);
+            rc = -1;
+            break;
+        }
+        (void)nanosleep(&ts, NULL);
+    }
+    json_decref(f);
+    return rc;
+}
+
 static int swarm_broken(const struct orch_unit *a)
 {
     (void)a;
@@ -219,4 +266,5 @@ const struct orch_driver orch_driver_swarm = {
     .remove = swarm_remove,
     .broken = swarm_broken,
     .ensure_network = swarm_network,
+    .wait_running = swarm_wait_running,
 };

@@ -4,6 +4,7 @@
  *              builder + the HTTP fetch/PUT-back)
  * actual.c   — units read back from the engine by label (via a driver)
  * reconcile.c — the pure diff (desired vs actual → actions) and one pass
+ * apply.c    — runs a pass's actions on worker threads (busy units, backoff)
  * driver_engine.c / driver_swarm.c — plain containers / Swarm services
  * leader.c   — Consul session + lock; standby waits on the lock key
  * watch.c    — Consul blocking query, Docker events, periodic resync
@@ -97,6 +98,9 @@ void orch_units_init(struct orch_units *u);
 void orch_units_done(struct orch_units *u);
 struct orch_unit *orch_units_add(struct orch_units *u); /* zeroed slot */
 const struct orch_unit *orch_units_find(const struct orch_units *u, const char *name);
+/* Deep copy (dst is overwritten; free with orch_unit_done). */
+void orch_unit_copy(struct orch_unit *dst, const struct orch_unit *src);
+void orch_unit_done(struct orch_unit *x);
 
 /* ---- desired.c ---- */
 
@@ -142,6 +146,10 @@ struct orch_driver {
     /* 1 when the actual unit is broken and must be replaced (engine: exited container). */
     int (*broken)(const struct orch_unit *a);
     int (*ensure_network)(struct sh_docker *d, const struct orch_config *cfg, struct sh_err *err);
+    /* Waits until a created/updated unit runs (swarm: its task started); NULL
+     * when create already returns a running unit (engine). */
+    int (*wait_running)(struct sh_docker *d, const struct orch_config *cfg,
+                        const struct orch_unit *u, long timeout_ms, struct sh_err *err);
 };
 extern const struct orch_driver orch_driver_engine;
 extern const struct orch_driver orch_driver_swarm;
@@ -174,9 +182,11 @@ void orch_diff(const struct orch_units *desired, const struct orch_units *actual
 const char *orch_action_name(int kind);
 
 struct orch_ctx;
-/* One reconcile pass (leader only). Returns 0, or -1 when the pass could not
- * run (config-discovery or engine unreachable); per-unit failures are counted
- * and kept as recent errors but do not fail the pass. */
+/* One reconcile pass (leader only): reads both sides, diffs, hands the
+ * actions to ctx->applier (it does not wait for them) and records
+ * assignments. Returns 0, or -1 when the pass could not run (config-discovery
+ * or engine unreachable); per-unit failures are kept as recent errors, retried
+ * with backoff, and do not fail the pass. */
 int orch_reconcile_once(struct orch_ctx *ctx, struct sh_err *err);
 
 /* ---- runtime context ---- */
@@ -198,11 +208,13 @@ struct orch_ctx {
     double last_trigger_at;           /* wall clock of the trigger the last pass served */
     char last_trigger[32];
     long passes;
-    json_t *status;  /* last pass: per-configuration desired vs actual */
-    json_t *errors;  /* ring of recent errors [{"time","error"}] */
-    char *node_addr; /* engine/swarm node address for URLs */
-    char *node_id;   /* swarm: our own node's ID (Swarm.NodeID), or NULL */
-    int url_pending; /* reconcile thread only: an endpoint's node is not known yet */
+    json_t *status;               /* last pass: per-configuration desired vs actual */
+    json_t *errors;               /* ring of recent errors [{"time","error"}] */
+    char *node_addr;              /* engine/swarm node address for URLs */
+    char *node_id;                /* swarm: our own node's ID (Swarm.NodeID), or NULL */
+    int url_pending;              /* reconcile thread only: an endpoint's node is not known yet */
+    int network_ready;            /* reconcile thread only: SCRAPR_NETWORK known to exist */
+    struct orch_applier *applier; /* owned by orch_reconcile_loop */
 };
 
 void orch_ctx_error(struct orch_ctx *ctx, const char *fmt, ...)
@@ -212,6 +224,28 @@ void orch_trigger(struct orch_ctx *ctx, const char *why);
 int orch_is_leader(struct orch_ctx *ctx);
 double orch_now_mono(void);
 double orch_now_wall(void);
+
+/* ---- apply.c ---- */
+/* Runs a pass's actions on worker threads (see apply.c for the rules). */
+struct orch_applier;
+struct orch_applier *orch_applier_start(struct orch_ctx *ctx);
+/* Drops queued jobs, waits for running ones; NULL is a no-op. */
+void orch_applier_stop(struct orch_applier *a);
+/* Reconcile thread, at the start of a pass: snapshots the busy units and arms
+ * due retries. Returns the number of failed steps since the previous call. */
+int orch_applier_pass_begin(struct orch_applier *a);
+/* 1 when the unit must be left alone by this pass (action in flight, or
+ * backing off after a failure). */
+int orch_applier_blocked(struct orch_applier *a, const char *name);
+/* Queues first, then (may be NULL) on the same worker; copies the units. */
+void orch_applier_submit(struct orch_applier *a, const struct orch_action *first,
+                         const struct orch_action *then);
+/* Monotonic time of the earliest failed unit's retry, 0 for none. */
+double orch_applier_next_retry(struct orch_applier *a);
+/* Forgets backoffs (leadership lost: the next leader starts afresh). */
+void orch_applier_forget_failures(struct orch_applier *a);
+/* Names of the units with an action queued or running (new array). */
+json_t *orch_applier_in_flight(struct orch_applier *a);
 
 /* ---- leader.c ---- */
 struct orch_leader;

@@ -1,12 +1,13 @@
 /* Reconciliation: the pure diff (desired units vs actual units → actions) and
- * one pass that fetches both sides, applies the actions through the driver
- * and records assignments back in config-discovery.
+ * one pass that reads both sides, hands the actions to the applier (apply.c,
+ * which runs them on worker threads and re-checks leadership before every
+ * engine call) and records assignments back in config-discovery.
  *
- * Threading: orch_reconcile_once() runs on the reconcile thread only; it reads
- * ctx->leader under ctx->lock before every action so a demoted orchestrator
- * stops acting mid-pass. Status/errors are published under ctx->lock for
- * api.c. The diff is pure and unit-tested. */
+ * Threading: orch_reconcile_once() runs on the reconcile thread only.
+ * Status/errors are published under ctx->lock for api.c. The diff is pure and
+ * unit-tested. */
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -143,102 +144,61 @@ int orch_is_leader(struct orch_ctx *ctx)
     return l;
 }
 
-static void count(struct orch_ctx *ctx, int kind)
+/* The action creating the Redis of app action act's unit, or SIZE_MAX. */
+static size_t redis_create_of(const struct orch_actions *acts, const struct orch_action *act)
 {
-    static const char *const names[] = {
-        "scrapr_orchestrator_units_created_total", "scrapr_orchestrator_units_updated_total",
-        "scrapr_orchestrator_units_replaced_total", "scrapr_orchestrator_units_removed_total"};
+    const char *app = act->desired ? act->desired->name : NULL;
+    size_t i, len;
 
-    if (ctx->metrics)
-        sh_metric_inc(sh_metrics_counter(ctx->metrics, names[kind], "Units changed, by kind"));
-}
-
-static int apply(struct orch_ctx *ctx, const struct orch_action *act, struct sh_err *err)
-{
-    const struct orch_driver *drv = ctx->driver;
-
-    switch (act->kind) {
-    case ORCH_CREATE:
-        return drv->create(ctx->docker, ctx->cfg, act->desired, err);
-    case ORCH_UPDATE:
-        return drv->update(ctx->docker, ctx->cfg, act->desired, act->actual, err);
-    case ORCH_REPLACE:
-        if (drv->remove(ctx->docker, ctx->cfg, act->actual, err) < 0)
-            return -1;
-        return drv->create(ctx->docker, ctx->cfg, act->desired, err);
-    default:
-        return drv->remove(ctx->docker, ctx->cfg, act->actual, err);
+    if (!app || act->desired->role != ORCH_ROLE_APP)
+        return SIZE_MAX;
+    len = strlen(app);
+    for (i = 0; i < acts->n; i++) {
+        const struct orch_unit *u = acts->v[i].desired;
+        if (acts->v[i].kind == ORCH_CREATE && u && u->role == ORCH_ROLE_REDIS &&
+            strncmp(u->name, app, len) == 0 && strcmp(u->name + len, "-redis") == 0)
+            return i;
     }
+    return SIZE_MAX;
 }
 
-#define MAX_PARALLEL 8
-
-struct phase {
-    struct orch_ctx *ctx;
-    const struct orch_action *v;
-    size_t n;
-    size_t next; /* under ctx->lock */
-    int *rc;
-    struct sh_err *errs;
-};
-
-static void *phase_worker(void *arg)
+/* Hands the actions to the applier, leaving busy units alone: removals first
+ * (they free names and ports), then the rest, each app's new Redis chained
+ * behind the app (apply.c says why). Returns the number of actions handed over. */
+static size_t dispatch(struct orch_ctx *ctx, const struct orch_actions *acts)
 {
-    struct phase *p = arg;
+    size_t *then = sh_xcalloc(acts->n ? acts->n : 1, sizeof(*then));
+    char *blocked = sh_xcalloc(acts->n ? acts->n : 1, 1);
+    char *chained = sh_xcalloc(acts->n ? acts->n : 1, 1);
+    size_t i, n = 0;
+    int pass;
 
-    for (;;) {
-        size_t i;
-        (void)pthread_mutex_lock(&p->ctx->lock);
-        i = p->next++;
-        (void)pthread_mutex_unlock(&p->ctx->lock);
-        if (i >= p->n)
-            break;
-        sh_err_clear(&p->errs[i]);
-        if (!orch_is_leader(p->ctx)) {
-            sh_err_set(&p->errs[i], SH_ECONFLICT, "leadership lost");
-            p->rc[i] = -1;
-            continue;
+    for (i = 0; i < acts->n; i++) {
+        const struct orch_action *act = &acts->v[i];
+        const char *name = act->desired ? act->desired->name : act->actual->name;
+        blocked[i] = (char)orch_applier_blocked(ctx->applier, name);
+        if (blocked[i])
+            sh_log_debug("%s unit=%s deferred: busy", orch_action_name(act->kind), name);
+    }
+    for (i = 0; i < acts->n; i++) {
+        then[i] = blocked[i] ? SIZE_MAX : redis_create_of(acts, &acts->v[i]);
+        if (then[i] != SIZE_MAX && (blocked[then[i]] || chained[then[i]]))
+            then[i] = SIZE_MAX;
+        if (then[i] != SIZE_MAX)
+            chained[then[i]] = 1;
+    }
+    for (pass = 0; pass < 2; pass++)
+        for (i = 0; i < acts->n; i++) {
+            const struct orch_action *act = &acts->v[i];
+            if ((act->kind == ORCH_REMOVE) != (pass == 0) || blocked[i] || chained[i])
+                continue;
+            orch_applier_submit(ctx->applier, act, then[i] != SIZE_MAX ? &acts->v[then[i]] : NULL);
+            n += then[i] != SIZE_MAX ? 2 : 1;
         }
-        p->rc[i] = apply(p->ctx, &p->v[i], &p->errs[i]);
-    }
-    return NULL;
-}
-
-/* Applies n actions with up to MAX_PARALLEL threads; logs and counts in order. */
-static void run_phase(struct orch_ctx *ctx, const struct orch_action *v, size_t n, int *done,
-                      int *failed)
-{
-    struct phase p;
-    pthread_t th[MAX_PARALLEL];
-    size_t i, nth = n < MAX_PARALLEL ? n : MAX_PARALLEL, started = 0;
-
-    if (n == 0)
-        return;
-    p.ctx = ctx;
-    p.v = v;
-    p.n = n;
-    p.next = 0;
-    p.rc = sh_xcalloc(n, sizeof(*p.rc));
-    p.errs = sh_xcalloc(n, sizeof(*p.errs));
-    for (i = 0; i + 1 < nth; i++)
-        if (pthread_create(&th[i], NULL, phase_worker, &p) == 0)
-            started++;
-    (void)phase_worker(&p); /* this thread works too */
-    for (i = 0; i < started; i++)
-        (void)pthread_join(th[i], NULL);
-    for (i = 0; i < n; i++) {
-        const char *name = v[i].desired ? v[i].desired->name : v[i].actual->name;
-        if (p.rc[i] < 0) {
-            orch_ctx_error(ctx, "%s %s: %s", orch_action_name(v[i].kind), name, p.errs[i].msg);
-            (*failed)++;
-            continue;
-        }
-        count(ctx, v[i].kind);
-        (*done)++;
-        sh_log_info("%s unit=%s", orch_action_name(v[i].kind), name);
-    }
-    free(p.rc);
-    free(p.errs);
+    free(then);
+    free(blocked);
+    free(chained);
+    return n;
 }
 
 /* Public URL of an endpoint publishing port; a is its actual unit (may be NULL).
@@ -380,30 +340,68 @@ static json_t *build_status(const json_t *configs, const struct orch_units *desi
                      problems);
 }
 
+struct list_job {
+    struct orch_ctx *ctx;
+    struct orch_units *out;
+    struct sh_err err;
+    int rc;
+};
+
+static void *list_main(void *arg)
+{
+    struct list_job *j = arg;
+
+    j->rc = j->ctx->driver->list(j->ctx->docker, j->ctx->cfg, j->out, &j->err);
+    return NULL;
+}
+
 int orch_reconcile_once(struct orch_ctx *ctx, struct sh_err *err)
 {
-    struct orch_units actual, desired, after;
+    struct orch_units actual, desired;
     struct orch_actions acts;
     json_t *configs = NULL, *problems = NULL, *status;
-    double t0 = orch_now_wall(), m0 = orch_now_mono();
-    size_t i;
-    int done = 0, failed = 0;
+    double t0 = orch_now_wall(), m0 = orch_now_mono(), m_read;
+    size_t i, handed;
 
     orch_units_init(&actual);
     orch_units_init(&desired);
-    orch_units_init(&after);
     memset(&acts, 0, sizeof(acts));
     (void)pthread_mutex_lock(&ctx->lock);
     ctx->last_start = t0;
     (void)pthread_mutex_unlock(&ctx->lock);
     ctx->url_pending = 0;
+    /* Before the engine is read: see apply.c on busy units. A failed step may
+     * be a network removed behind our back: look at the network again. */
+    if (orch_applier_pass_begin(ctx->applier) > 0)
+        ctx->network_ready = 0;
 
-    /* Without the desired state we must not act: an unreachable config-discovery
-     * would otherwise look like "no configurations" and remove everything. */
-    if (orch_desired_fetch(ctx->cfg, ctx->cd_disc, &configs, err) < 0)
-        goto fail;
-    if (ctx->driver->list(ctx->docker, ctx->cfg, &actual, err) < 0)
-        goto fail;
+    /* Both sides are read at once: they are independent round trips, and
+     * this is on the path from a POST to a running scraper. Without the
+     * desired state we must not act: an unreachable config-discovery would
+     * otherwise look like "no configurations" and remove everything. */
+    {
+        struct list_job lj;
+        pthread_t th;
+        int threaded, frc;
+
+        lj.ctx = ctx;
+        lj.out = &actual;
+        sh_err_clear(&lj.err);
+        threaded = pthread_create(&th, NULL, list_main, &lj) == 0;
+        if (!threaded)
+            (void)list_main(&lj);
+        frc = orch_desired_fetch(ctx->cfg, ctx->cd_disc, &configs, err);
+        if (threaded)
+            (void)pthread_join(th, NULL);
+        if (frc < 0)
+            goto fail;
+        if (lj.rc < 0) {
+            if (err)
+                *err = lj.err;
+            goto fail;
+        }
+    }
+    m_read = orch_now_mono();
     orch_desired_build(ctx->cfg, configs, &actual, &desired, &problems);
     for (i = 0; i < json_array_size(problems); i++)
         orch_ctx_error(ctx, "config=%s: %s",
@@ -412,42 +410,33 @@ int orch_reconcile_once(struct orch_ctx *ctx, struct sh_err *err)
                        json_string_value(json_object_get(json_array_get(problems, i), "error")));
     orch_diff(&desired, &actual, ctx->driver->broken, &acts);
 
-    /* Network first (once), then removals (they free names and ports), then
-     * creates/updates; within a phase the engine calls run in parallel, since
-     * one container start costs seconds on a busy engine. */
-    if (acts.n > 0 && acts.v[acts.n - 1].kind != ORCH_REMOVE) {
+    /* The network must exist before anything joins it (checked once, and
+     * again after a failed step). */
+    if (acts.n > 0 && acts.v[acts.n - 1].kind != ORCH_REMOVE && !ctx->network_ready) {
         struct sh_err nerr;
         sh_err_clear(&nerr);
         if (ctx->driver->ensure_network(ctx->docker, ctx->cfg, &nerr) < 0)
             orch_ctx_error(ctx, "network %s: %s", ctx->cfg->network, nerr.msg);
+        else
+            ctx->network_ready = 1;
     }
-    {
-        size_t nrm = 0;
-        while (nrm < acts.n && acts.v[nrm].kind == ORCH_REMOVE)
-            nrm++;
-        run_phase(ctx, acts.v, nrm, &done, &failed);
-        run_phase(ctx, acts.v + nrm, acts.n - nrm, &done, &failed);
-    }
-
-    if (done > 0 || failed > 0) {
-        struct sh_err lerr;
-        if (ctx->driver->list(ctx->docker, ctx->cfg, &after, &lerr) < 0) {
-            orch_ctx_error(ctx, "re-read actual state: %s", lerr.msg);
-            orch_units_done(&after);
-            orch_units_init(&after);
-        }
-    }
-    {
-        const struct orch_units *now = (done > 0 || failed > 0) ? &after : &actual;
-        record_assignments(ctx, configs, &desired, now);
-        status = build_status(configs, &desired, now, problems);
-    }
+    handed = dispatch(ctx, &acts);
+    if (handed > 0)
+        sh_log_info("reconcile dispatched actions=%zu configs=%zu read_s=%.3f", handed,
+                    json_array_size(configs), m_read - m0);
+    /* Units being created show up here once a later pass (triggered when
+     * their job ends) reads them back. */
+    record_assignments(ctx, configs, &desired, &actual);
+    status = build_status(configs, &desired, &actual, problems);
+    (void)json_object_set_new(status, "in_flight", orch_applier_in_flight(ctx->applier));
     (void)pthread_mutex_lock(&ctx->lock);
     json_decref(ctx->status);
     ctx->status = status;
     ctx->last_duration = orch_now_mono() - m0;
     ctx->passes++;
     (void)pthread_mutex_unlock(&ctx->lock);
+    sh_log_debug("reconcile pass done seconds=%.3f read_s=%.3f actions=%zu dispatched=%zu",
+                 orch_now_mono() - m0, m_read - m0, acts.n, handed);
     if (ctx->metrics) {
         sh_metric_inc(sh_metrics_counter(ctx->metrics, "scrapr_orchestrator_reconciles_total",
                                          "Reconcile passes"));
@@ -456,13 +445,9 @@ int orch_reconcile_once(struct orch_ctx *ctx, struct sh_err *err)
                                                "Duration of a reconcile pass", NULL, 0),
                           orch_now_mono() - m0);
     }
-    if (done || failed)
-        sh_log_info("reconcile done actions=%d failed=%d configs=%zu seconds=%.3f", done, failed,
-                    json_array_size(configs), orch_now_mono() - m0);
     orch_actions_done(&acts);
     orch_units_done(&actual);
     orch_units_done(&desired);
-    orch_units_done(&after);
     json_decref(configs);
     json_decref(problems);
     return 0;

@@ -5,9 +5,10 @@
  * or came back: its tasks move, and with host-mode ports their URLs), and a
  * periodic resync (SCRAPR_RESYNC_SECONDS) as a safety net.
  *
- * Threading: the watcher threads call orch_trigger(); the reconcile loop runs
- * on the caller's thread (main) and sleeps on ctx->cond. Triggers arriving
- * during a pass set `dirty` again, so nothing is lost; bursts coalesce. */
+ * Threading: the watcher threads (and the applier's workers, when a job ends)
+ * call orch_trigger(); the reconcile loop runs on the caller's thread (main)
+ * and sleeps on ctx->cond. Triggers arriving during a pass set `dirty` again,
+ * so nothing is lost; bursts coalesce. */
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -180,11 +181,13 @@ void orch_reconcile_loop(struct orch_ctx *ctx)
     long backoff_ms = 0;
     double pending_since = 0;
 
+    ctx->applier = orch_applier_start(ctx);
     while (!sh_service_stopping()) {
         struct timespec until;
         int run = 0;
         char why[32] = "";
         struct sh_err err;
+        double now, retry_at;
 
         (void)clock_gettime(CLOCK_REALTIME, &until);
         until.tv_nsec += 250 * 1000000L;
@@ -192,12 +195,20 @@ void orch_reconcile_loop(struct orch_ctx *ctx)
             until.tv_sec++;
             until.tv_nsec -= 1000000000L;
         }
+        /* A unit whose action failed is retried when its backoff runs out
+         * (apply.c); until then passes leave it alone. */
+        retry_at = orch_applier_next_retry(ctx->applier);
         (void)pthread_mutex_lock(&ctx->lock);
         if (!ctx->dirty)
             (void)pthread_cond_timedwait(&ctx->cond, &ctx->lock, &until);
-        if (ctx->leader && (ctx->dirty || orch_now_mono() >= next_resync)) {
+        now = orch_now_mono();
+        if (ctx->leader &&
+            (ctx->dirty || now >= next_resync || (retry_at > 0 && now >= retry_at))) {
             run = 1;
-            (void)snprintf(why, sizeof(why), "%s", ctx->dirty ? ctx->trigger : "resync");
+            (void)snprintf(why, sizeof(why), "%s",
+                           ctx->dirty           ? ctx->trigger
+                           : now >= next_resync ? "resync"
+                                                : "retry");
             (void)snprintf(ctx->last_trigger, sizeof(ctx->last_trigger), "%s", why);
             ctx->last_trigger_at = ctx->dirty ? ctx->trigger_at : orch_now_wall();
             ctx->dirty = 0;
@@ -205,8 +216,11 @@ void orch_reconcile_loop(struct orch_ctx *ctx)
             ctx->dirty = 0; /* a standby never acts; the new leader starts with a full pass */
         }
         (void)pthread_mutex_unlock(&ctx->lock);
-        if (!run)
+        if (!run) {
+            if (!orch_is_leader(ctx) && retry_at > 0)
+                orch_applier_forget_failures(ctx->applier);
             continue;
+        }
         sh_log_debug("reconcile start trigger=%s", why);
         sh_err_clear(&err);
         if (orch_reconcile_once(ctx, &err) < 0) {
@@ -231,4 +245,6 @@ void orch_reconcile_loop(struct orch_ctx *ctx)
         if (ctx->url_pending && orch_now_mono() - pending_since < URL_PENDING_MAX_S)
             next_resync = orch_now_mono() + URL_PENDING_RECHECK_S;
     }
+    orch_applier_stop(ctx->applier);
+    ctx->applier = NULL;
 }

@@ -256,6 +256,51 @@ static void test_events_stream_stops_on_tick_without_events(void)
     sh_docker_free(d);
 }
 
+/* The client is shared by the reconciler's worker threads: pooled handles must
+ * never be handed to two threads at once (a stray unlock of the pool mutex once
+ * allowed exactly that). */
+struct par {
+    struct sh_docker *d;
+    int ok;
+};
+
+static void *par_worker(void *arg)
+{
+    struct par *p = arg;
+    int i;
+
+    for (i = 0; i < 40; i++) {
+        struct sh_err err;
+        json_t *v = NULL;
+        if (sh_docker_request(p->d, "GET", "/version", NULL, 0, &v, NULL, &err) == 0 &&
+            json_string_value(json_object_get(v, "ApiVersion")))
+            p->ok++;
+        json_decref(v);
+    }
+    return NULL;
+}
+
+static void test_parallel_requests_share_one_client(void)
+{
+    struct sh_err err;
+    struct sh_docker *d = sh_docker_new(NULL, &err);
+    struct par p[8];
+    pthread_t th[8];
+    int i;
+
+    ASSERT_NOT_NULL(d);
+    for (i = 0; i < 8; i++) {
+        p[i].d = d;
+        p[i].ok = 0;
+        ASSERT_EQ(pthread_create(&th[i], NULL, par_worker, &p[i]), 0);
+    }
+    for (i = 0; i < 8; i++) {
+        ASSERT_EQ(pthread_join(th[i], NULL), 0);
+        ASSERT_EQ(p[i].ok, 40);
+    }
+    sh_docker_free(d);
+}
+
 static void cleanup(void)
 {
     char *cmd = sh_xasprintf("docker ps -aq --filter label=%s | xargs -r docker rm -f >/dev/null; "
@@ -280,5 +325,6 @@ int main(void)
     RUN(test_network_ensure_is_idempotent);
     RUN(test_container_life_cycle_by_label_with_events);
     RUN(test_events_stream_stops_on_tick_without_events);
+    RUN(test_parallel_requests_share_one_client);
     return 0;
 }

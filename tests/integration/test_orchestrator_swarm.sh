@@ -1,9 +1,11 @@
 #!/bin/bash
 # Orchestrator, swarm driver, on a single-node Swarm (initialised here when the
-# engine is not in one, and left again afterwards): a configuration → its
-# services (scraper + Redis, endpoint + Redis) with labels, env, restart
-# policy and a published port from the range; a config change updates the
-# service in place (same ID, new spec); a killed task is rescheduled; a deleted
+# engine is not in one, and left again afterwards), with the real
+# config-discovery and Consul of the test bed: a configuration → its services
+# (scraper + Redis, endpoint + Redis) with labels, env, restart policy and a
+# published port from the range, the assignment recorded; a config change
+# (version bump) updates the service in place (same ID, new spec); a killed
+# task is rescheduled; kill -9 + restart → the same services; a deleted
 # configuration's services are removed.
 set -euo pipefail
 . "$(dirname "$0")/orchestrator_lib.sh"
@@ -26,7 +28,7 @@ fi
 
 OT_PORTS=$(ot_port_range 5)
 OT_DRIVER=swarm
-ot_start_fake_cd
+ot_start_cd
 # The routing mesh (ingress) does not forward on this kind of sandboxed host
 # (no IPVS); host-mode publishing is what we can check end to end here.
 ot_start_orch a SCRAPR_PUBLISH_MODE=host
@@ -37,17 +39,20 @@ svc_running() { # svc_running NAME: at least one running task
 }
 svc_absent() { ! docker service inspect "$1" >/dev/null 2>&1; }
 
-echo "-- configurations → services with labels, env, Redis, overlay network"
-SID=$(ot_post_config '{"type":"scraper","collection":"quotes","ttl":60}')
-EID=$(ot_post_config '{"type":"endpoint","collection":"quotes","ttl":60}')
+ot_step "a configuration → services with labels, env, Redis, overlay network"
+coll="quotes-$OT_ID"
+SID=$(ot_post_config "$(ot_scraper_config "$coll")") || ot_fail "POST /configurations"
+EID=$(ot_endpoint_id "$coll") || ot_fail "no endpoint configuration for $coll"
 S="$OT_PREFIX-scraper-$SID-0"; E="$OT_PREFIX-endpoint-$EID"
 for n in "$S" "$S-redis" "$E" "$E-redis"; do
     ot_wait 60 "service $n running" svc_running "$n"
 done
 labels=$(docker service inspect -f '{{json .Spec.Labels}}' "$S")
-for kv in "\"scrapr.config-id\":\"$SID\"" '"scrapr.type":"scraper"' '"scrapr.collection":"quotes"' '"scrapr.version":"1"'; do
+for kv in "\"scrapr.config-id\":\"$SID\"" '"scrapr.type":"scraper"' "\"scrapr.collection\":\"$coll\"" '"scrapr.version":"1"' \
+    "\"scrapr.owner\":\"$OT_OWNER\"" '"scrapr.role":"app"'; do
     [[ $labels == *"$kv"* ]] || ot_fail "label $kv missing in $labels"
 done
+[ "$(docker service inspect -f '{{index .Spec.Labels "scrapr.role"}}' "$S-redis")" = redis ] || ot_fail "redis role label"
 envs=$(docker service inspect -f '{{json .Spec.TaskTemplate.ContainerSpec.Env}}' "$S")
 [[ $envs == *"\"REDIS_URL=redis://$S-redis:6379\""* ]] || ot_fail "REDIS_URL in $envs"
 [[ $envs == *"\"CONFIG_ID=$SID\""* ]] || ot_fail "CONFIG_ID in $envs"
@@ -58,32 +63,45 @@ envs=$(docker service inspect -f '{{json .Spec.TaskTemplate.ContainerSpec.Env}}'
 port=$(docker service inspect -f '{{range .Endpoint.Ports}}{{.PublishedPort}}{{end}}' "$E")
 lo=${OT_PORTS%-*}; hi=${OT_PORTS#*-}
 ((port >= lo && port <= hi)) || ot_fail "published port '$port' outside $OT_PORTS"
-ot_wait 20 "endpoint URL recorded" bash -c "curl -sf $OT_CD/configurations/$EID | grep -q '\"url\": \"http://127.0.0.1:$port/items\"'"
+ot_wait 30 "scraper assignment recorded" ot_field_is "$SID" container "$S"
+ot_wait 30 "endpoint URL recorded" ot_field_is "$EID" url "http://127.0.0.1:$port/items"
+[ "$(ot_get_field "$EID" container)" = "$E" ] || ot_fail "endpoint container not recorded"
 ot_wait 30 "endpoint answers on its published port" curl -sf "http://127.0.0.1:$port/health"
 
-echo "-- a config change updates the service in place"
+ot_step "a config change (version bumped) updates the service in place"
 sid_before=$(docker service inspect -f '{{.ID}}' "$S")
 hash_before=$(docker service inspect -f '{{index .Spec.Labels "scrapr.config-hash"}}' "$S")
 redis_ver=$(docker service inspect -f '{{.Version.Index}}' "$S-redis")
-ot_put_config "$SID" '{"ttl":30}'
+ot_patch_config "$SID" '{"ttl":30}'
 ot_wait 20 "config hash label updated" bash -c "[ \"\$(docker service inspect -f '{{index .Spec.Labels \"scrapr.config-hash\"}}' $S)\" != $hash_before ]"
 [ "$(docker service inspect -f '{{.ID}}' "$S")" = "$sid_before" ] || ot_fail "service was recreated, not updated"
 [ "$(docker service inspect -f '{{.Version.Index}}' "$S-redis")" = "$redis_ver" ] || ot_fail "redis service was updated"
 ot_wait 60 "updated service running" svc_running "$S"
+v=$(ot_get_field "$SID" version)
+[ "$(docker service inspect -f '{{index .Spec.Labels "scrapr.version"}}' "$S")" = "$v" ] || ot_fail "scrapr.version label, want $v"
 
-echo "-- a killed task is rescheduled"
+ot_step "a killed task is rescheduled"
 cid=$(docker ps -q --filter "label=com.docker.swarm.service.name=$S" | head -1)
 [ -n "$cid" ] || ot_fail "no task container for $S"
 docker rm -f "$cid" >/dev/null
 ot_wait 60 "task rescheduled" bash -c "docker ps -q --filter label=com.docker.swarm.service.name=$S | grep -v $cid | grep -q ."
 
-echo "-- endpoint replicas: one service, N tasks"
-ot_put_config "$EID" '{"replicas":2}'
+ot_step "endpoint replicas: one service, N tasks"
+ot_patch_config "$EID" '{"replicas":2}'
 ot_wait 20 "endpoint scaled" bash -c "[ \"\$(docker service inspect -f '{{.Spec.Mode.Replicated.Replicas}}' $E)\" = 2 ]"
 
-echo "-- deleted configurations → services removed"
-ot_delete_config "$SID"
-ot_delete_config "$EID"
+ot_step "kill -9 and restart: the same services, no duplicates"
+before=$(docker service ls -q --filter "label=scrapr.owner=$OT_OWNER" | sort | tr '\n' ' ')
+kill -9 "$OT_PID_a"
+ot_start_orch a2 SCRAPR_PUBLISH_MODE=host
+ot_wait 25 "restarted orchestrator leads" ot_is_leader "$OT_PORT_a2"
+ot_wait 15 "restarted orchestrator has reconciled" ot_has_passed "$OT_PORT_a2"
+after=$(docker service ls -q --filter "label=scrapr.owner=$OT_OWNER" | sort | tr '\n' ' ')
+[ "$before" = "$after" ] || ot_fail "services changed across restart: $before vs $after"
+[ "$(docker service ls -q --filter "label=scrapr.owner=$OT_OWNER" | wc -l)" -eq 4 ] || ot_fail "duplicate services"
+
+ot_step "a deleted configuration → its services removed (and its collection's endpoint)"
+ot_delete_config "$SID" || ot_fail "DELETE $SID"
 for n in "$S" "$S-redis" "$E" "$E-redis"; do
     ot_wait 30 "service $n removed" svc_absent "$n"
 done
