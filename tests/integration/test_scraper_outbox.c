@@ -345,19 +345,30 @@ static void test_scraper_killed_and_restarted_delivers_every_item_once(void)
     free(id);
 }
 
+/* Caches in rd, as config-discovery's copy, configuration id: one item from a
+ * fixture page that takes `seconds` to answer, ttl one hour. */
+static void cache_slow_config(struct sh_redis *rd, const char *id, const char *collection,
+                              int seconds)
+{
+    char *src = sh_xasprintf("%s/slow?s=%d", site, seconds);
+    json_t *doc =
+        json_pack("{s:s, s:s, s:s, s:i, s:i, s:{s:s, s:i}, s:s, s:{s:s}}", "_id", id, "type",
+                  "scraper", "collection", collection, "version", 1, "ttl", 3600, "source", "url",
+                  src, "timeout", 2 * seconds, "scope", "body", "fields", "text", "body");
+    ASSERT_NOT_NULL(doc);
+    char *txt = json_dumps(doc, JSON_COMPACT);
+    redisReply *r = sh_redis_command(rd, NULL, "SET scrapr:config:%s %s", id, txt);
+    ASSERT_NOT_NULL(r);
+    freeReplyObject(r);
+    json_decref(doc);
+    free(txt);
+    free(src);
+}
+
 static void test_sigterm_stops_a_running_scrape_promptly(void)
 {
     char *id = object_id();
-    char *src = sh_xasprintf("%s/slow?s=30", site);
-    json_t *doc =
-        json_pack("{s:s, s:s, s:s, s:i, s:i, s:{s:s, s:i}, s:s, s:{s:s}}", "_id", id, "type",
-                  "scraper", "collection", "slowpoke", "version", 1, "ttl", 3600, "source", "url",
-                  src, "timeout", 60, "scope", "body", "fields", "text", "body");
-    ASSERT_NOT_NULL(doc);
-    char *txt = json_dumps(doc, JSON_COMPACT);
-    redisReply *r = sh_redis_command(redis, NULL, "SET scrapr:config:%s %s", id, txt);
-    ASSERT_NOT_NULL(r);
-    freeReplyObject(r);
+    cache_slow_config(redis, id, "slowpoke", 30);
     unsigned port = th_free_port();
     pid_t pid = scraper_start(id, port, th_free_port(), th_free_port());
     int64_t end = th_now_ms() + 10000;
@@ -374,9 +385,6 @@ static void test_sigterm_stops_a_running_scrape_promptly(void)
     int64_t t0 = th_now_ms();
     ASSERT_EQ(th_kill(pid, SIGTERM), 0);
     ASSERT_LT(th_now_ms() - t0, 3000); /* not the 30 s the page takes */
-    json_decref(doc);
-    free(txt);
-    free(src);
     free(id);
 }
 
@@ -388,20 +396,11 @@ static void test_run_retried_soon_when_redis_was_down(void)
     pid_t rpid = th_redis_start(&rport);
     char *rurl = sh_xasprintf("redis://127.0.0.1:%u", rport);
     char *id = object_id();
-    char *src = sh_xasprintf("%s/slow?s=2", site);
-    json_t *doc =
-        json_pack("{s:s, s:s, s:s, s:i, s:i, s:{s:s, s:i}, s:s, s:{s:s}}", "_id", id, "type",
-                  "scraper", "collection", "late-redis", "version", 1, "ttl", 3600, "source", "url",
-                  src, "timeout", 30, "scope", "body", "fields", "text", "body");
-    ASSERT_NOT_NULL(doc);
-    char *txt = json_dumps(doc, JSON_COMPACT);
     struct sh_err err = {0};
     json_t *s;
     struct sh_redis *own = sh_redis_new(rurl, &err);
     ASSERT_NOT_NULL(own);
-    redisReply *r = sh_redis_command(own, NULL, "SET scrapr:config:%s %s", id, txt);
-    ASSERT_NOT_NULL(r);
-    freeReplyObject(r);
+    cache_slow_config(own, id, "late-redis", 2);
     sh_redis_free(own);
 
     /* the scraper loads its configuration from Redis, then Redis dies mid-run */
@@ -439,9 +438,6 @@ static void test_run_retried_soon_when_redis_was_down(void)
     fprintf(stderr, "   queued %" PRId64 " ms after Redis came back\n", th_now_ms() - t0);
     ASSERT_EQ(th_kill(pid, SIGTERM), 0);
     ASSERT_EQ(th_kill(rpid, SIGTERM), 0);
-    json_decref(doc);
-    free(txt);
-    free(src);
     free(id);
     free(rurl);
 }
