@@ -296,7 +296,6 @@ static int run_once(struct scr_ctx *c, int (*stop)(void))
 
 void scr_ctx_loop(struct scr_ctx *c, int (*stopping)(void), int (*sleep_ms)(long))
 {
-    long retry_ms = 0; /* backoff while the outbox's Redis is unreachable */
     while (!stopping()) {
         struct sh_err err = {0};
         if (scr_ctx_load_config(c, &err) < 0) {
@@ -322,13 +321,19 @@ void scr_ctx_loop(struct scr_ctx *c, int (*stopping)(void), int (*sleep_ms)(long
             wait_ms = interval * 1000;
             /* Items not queued are not lost (validators were not committed, so the
              * pages are fetched in full again) but they must not wait a whole ttl:
-             * a freshly spawned scraper often finishes before its Redis answers. */
+             * a freshly spawned scraper often finishes before its Redis answers.
+             * Run again as soon as Redis does (asked every 250 ms), at most a ttl on. */
             if (run_once(c, stopping) < 0) {
-                retry_ms = retry_ms ? retry_ms * 2 : 500;
-                if (retry_ms < wait_ms)
-                    wait_ms = retry_ms;
-            } else {
-                retry_ms = 0;
+                long waited = 0;
+                for (;;) {
+                    struct sh_err perr = {0};
+                    if (waited >= wait_ms || sh_redis_ping(c->redis, &perr) == 0)
+                        break;
+                    if (sleep_ms(250))
+                        return;
+                    waited += 250;
+                }
+                wait_ms = 0;
             }
         }
         (void)pthread_mutex_lock(&c->mu);
