@@ -500,7 +500,7 @@ int cd_threads_start(struct cd_ctx *ctx, struct sh_err *err)
         /* Never on FerretDB, even when asked: its awaitData getMores run SQLite
          * queries under a deadline, and a deadline that fires at the wrong moment
          * poisons a pooled connection of its SQLite driver until FerretDB restarts
-         * (docs/datasource.md, "FerretDB stalls"). auto = on for MongoDB. */
+         * (docs/datasource.md, "The FerretDB stall"). auto = on for MongoDB. */
         int watch = ctx->ferretdb ? 0 : ctx->cfg->watch < 0 ? 1 : ctx->cfg->watch;
         if (ctx->ferretdb && ctx->cfg->watch > 0)
             sh_log_warn("SCRAPR_CD_WATCH=on ignored: no tailable cursors on FerretDB");

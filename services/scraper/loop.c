@@ -294,6 +294,20 @@ static int run_once(struct scr_ctx *c, int (*stop)(void))
     return nb < 0 ? -1 : 0;
 }
 
+/* Waits until the scraper's Redis answers a PING (asked every 250 ms) or max_ms
+ * passed; -1 when the service is stopping. */
+static int wait_for_redis(struct scr_ctx *c, long max_ms, int (*sleep_ms)(long))
+{
+    for (long waited = 0; waited < max_ms; waited += 250) {
+        struct sh_err err = {0};
+        if (sh_redis_ping(c->redis, &err) == 0)
+            return 0;
+        if (sleep_ms(250))
+            return -1;
+    }
+    return 0;
+}
+
 void scr_ctx_loop(struct scr_ctx *c, int (*stopping)(void), int (*sleep_ms)(long))
 {
     while (!stopping()) {
@@ -324,15 +338,8 @@ void scr_ctx_loop(struct scr_ctx *c, int (*stopping)(void), int (*sleep_ms)(long
              * a freshly spawned scraper often finishes before its Redis answers.
              * Run again as soon as Redis does (asked every 250 ms), at most a ttl on. */
             if (run_once(c, stopping) < 0) {
-                long waited = 0;
-                for (;;) {
-                    struct sh_err perr = {0};
-                    if (waited >= wait_ms || sh_redis_ping(c->redis, &perr) == 0)
-                        break;
-                    if (sleep_ms(250))
-                        return;
-                    waited += 250;
-                }
+                if (wait_for_redis(c, wait_ms, sleep_ms) < 0)
+                    break;
                 wait_ms = 0;
             }
         }

@@ -229,18 +229,48 @@ static json_t *status(unsigned port)
     return j;
 }
 
-static json_t *wait_runs(unsigned port, long runs, long timeout_ms)
+/* Polls GET /status until ok(status, arg) holds and returns that status (the
+ * caller frees it); fails the test with `what` after timeout_ms. */
+static json_t *wait_status(unsigned port, int (*ok)(json_t *, long), long arg, long timeout_ms,
+                           const char *what)
 {
     int64_t end = th_now_ms() + timeout_ms;
     for (;;) {
         json_t *s = status(port);
-        if (json_integer_value(json_object_get(s, "runs")) >= runs)
+        if (ok(s, arg))
             return s;
         json_decref(s);
         if (th_now_ms() > end)
-            CHECK_FAIL("scraper did not finish %ld runs in %ld ms", runs, timeout_ms);
-        (void)usleep(100000);
+            CHECK_FAIL("scraper: %s (not within %ld ms)", what, timeout_ms);
+        (void)usleep(20000);
     }
+}
+
+static int runs_at_least(json_t *s, long n)
+{
+    return json_integer_value(json_object_get(s, "runs")) >= n;
+}
+
+static int run_in_progress(json_t *s, long unused)
+{
+    (void)unused;
+    return strcmp(json_string_value(json_object_get(s, "state")), "running") == 0;
+}
+
+static int config_loaded(json_t *s, long unused)
+{
+    (void)unused;
+    return json_string_value(json_object_get(s, "collection")) != NULL;
+}
+
+static int enqueued_at_least(json_t *s, long n)
+{
+    return json_integer_value(json_object_get(json_object_get(s, "outbox"), "enqueued")) >= n;
+}
+
+static json_t *wait_runs(unsigned port, long runs, long timeout_ms)
+{
+    return wait_status(port, runs_at_least, runs, timeout_ms, "runs not finished");
 }
 
 static void test_scraper_killed_and_restarted_delivers_every_item_once(void)
@@ -371,17 +401,7 @@ static void test_sigterm_stops_a_running_scrape_promptly(void)
     cache_slow_config(redis, id, "slowpoke", 30);
     unsigned port = th_free_port();
     pid_t pid = scraper_start(id, port, th_free_port(), th_free_port());
-    int64_t end = th_now_ms() + 10000;
-    for (;;) {
-        json_t *s = status(port);
-        int running = strcmp(json_string_value(json_object_get(s, "state")), "running") == 0;
-        json_decref(s);
-        if (running)
-            break;
-        if (th_now_ms() > end)
-            CHECK_FAIL("scraper never started its run");
-        (void)usleep(50000);
-    }
+    json_decref(wait_status(port, run_in_progress, 0, 10000, "never started its run"));
     int64_t t0 = th_now_ms();
     ASSERT_EQ(th_kill(pid, SIGTERM), 0);
     ASSERT_LT(th_now_ms() - t0, 3000); /* not the 30 s the page takes */
@@ -406,16 +426,8 @@ static void test_run_retried_soon_when_redis_was_down(void)
     /* the scraper loads its configuration from Redis, then Redis dies mid-run */
     unsigned port = th_free_port();
     pid_t pid = scraper_start_redis(id, port, th_free_port(), th_free_port(), rurl);
-    for (int64_t end = th_now_ms() + 10000;;) { /* the 2 s page keeps the run going */
-        s = status(port);
-        int loaded = json_string_value(json_object_get(s, "collection")) != NULL;
-        json_decref(s);
-        if (loaded)
-            break;
-        if (th_now_ms() > end)
-            CHECK_FAIL("scraper did not load its configuration from Redis");
-        (void)usleep(20000);
-    }
+    /* the 2 s page keeps the run going */
+    json_decref(wait_status(port, config_loaded, 0, 10000, "configuration not loaded from Redis"));
     ASSERT_EQ(th_kill(rpid, SIGKILL), 128 + SIGKILL);
     s = wait_runs(port, 1, 15000);
     ASSERT(json_is_false(
@@ -423,18 +435,9 @@ static void test_run_retried_soon_when_redis_was_down(void)
     json_decref(s);
     /* Redis back (empty) on the same port: the next run queues the item */
     rpid = th_redis_start(&rport);
-    int64_t t0 = th_now_ms(), end = t0 + 15000;
-    for (;;) {
-        s = status(port);
-        json_int_t enq =
-            json_integer_value(json_object_get(json_object_get(s, "outbox"), "enqueued"));
-        json_decref(s);
-        if (enq >= 1)
-            break;
-        if (th_now_ms() > end)
-            CHECK_FAIL("items not queued within 15 s of Redis coming back (ttl is 3600 s)");
-        (void)usleep(100000);
-    }
+    int64_t t0 = th_now_ms();
+    json_decref(wait_status(port, enqueued_at_least, 1, 15000,
+                            "items not queued after Redis came back (ttl is 3600 s)"));
     fprintf(stderr, "   queued %" PRId64 " ms after Redis came back\n", th_now_ms() - t0);
     ASSERT_EQ(th_kill(pid, SIGTERM), 0);
     ASSERT_EQ(th_kill(rpid, SIGTERM), 0);
