@@ -40,6 +40,7 @@ void orch_unit_from_labels(struct orch_unit *a, const char *name, const json_t *
     a->version = label_long(labels, ORCH_LABEL_VERSION);
     a->replica = (int)label_long(labels, ORCH_LABEL_REPLICA);
     a->role = role && strcmp(role, "redis") == 0 ? ORCH_ROLE_REDIS : ORCH_ROLE_APP;
+    a->spare = json_string_value(json_object_get(labels, ORCH_LABEL_SPARE)) != NULL;
     if (!a->type)
         a->type = sh_xstrdup("unknown");
     if (!a->config_id)

@@ -9,6 +9,14 @@
  * units hash only their own spec (image, command, limits), so a configuration
  * change never replaces the Redis that holds a scraper's outbox.
  *
+ * Spares: SCRAPR_SPARES scrapers and as many endpoints, each with its Redis,
+ * run without CONFIG_ID and claim a new configuration themselves (POST
+ * /configurations/claim as their own name), long before Docker could start
+ * a unit for it. A configuration whose `container` names a spare adopts it:
+ * the spare's units become that configuration's, with the same spec (so
+ * nothing restarts; on Swarm only the service labels follow), and a new free
+ * spare is started in its place.
+ *
  * orch_desired_fetch()/orch_desired_record() talk to config-discovery over
  * shared/http_client.h. Called from the reconcile thread only. */
 #include <ctype.h>
@@ -20,6 +28,7 @@
 #include "shared/xalloc.h"
 
 #define MAX_REPLICAS 50
+#define MAX_SPARE_INDEX 10000
 #define PAGE 500
 
 void orch_hash_str(const char *s, char ret[17])
@@ -64,6 +73,33 @@ char *orch_unit_name(const struct orch_config *cfg, const char *type, const char
     if (strcmp(type, "endpoint") == 0)
         return sh_xasprintf("%s-endpoint-%s%s", cfg->prefix, config_id, r);
     return sh_xasprintf("%s-scraper-%s-%d%s", cfg->prefix, config_id, replica, r);
+}
+
+static char *spare_name(const struct orch_config *cfg, const char *type, long k, int role)
+{
+    return sh_xasprintf("%s-spare-%s-%ld%s", cfg->prefix, type, k,
+                        role == ORCH_ROLE_REDIS ? "-redis" : "");
+}
+
+long orch_spare_index(const struct orch_config *cfg, const char *type, const char *name)
+{
+    char *prefix = sh_xasprintf("%s-spare-%s-", cfg->prefix, type);
+    size_t n = strlen(prefix);
+    long k = -1;
+
+    if (name && strncmp(name, prefix, n) == 0) {
+        const char *d = name + n;
+        char *end = NULL;
+        long v;
+        /* canonical decimal only: "7", never "07" or "7-redis" */
+        if (isdigit((unsigned char)d[0]) && (d[0] != '0' || d[1] == '\0')) {
+            v = strtol(d, &end, 10);
+            if (end && *end == '\0' && v >= 0 && v < MAX_SPARE_INDEX)
+                k = v;
+        }
+    }
+    free(prefix);
+    return k;
 }
 
 void orch_units_init(struct orch_units *u)
@@ -191,7 +227,24 @@ json_t *orch_unit_labels(const struct orch_config *cfg, const struct orch_unit *
         (void)json_object_set_new(l, ORCH_LABEL_CONFIG_HASH, json_string(u->config_hash));
     if (u->spec_hash)
         (void)json_object_set_new(l, ORCH_LABEL_SPEC_HASH, json_string(u->spec_hash));
+    if (u->spare)
+        (void)json_object_set_new(l, ORCH_LABEL_SPARE, json_string("1"));
     return l;
+}
+
+json_t *orch_unit_container_labels(const struct orch_config *cfg, const struct orch_unit *u)
+{
+    struct orch_unit free_spare;
+    char none[1] = "";
+
+    if (!u->spare)
+        return orch_unit_labels(cfg, u);
+    free_spare = *u; /* shallow: only read, with the adoption left out */
+    free_spare.config_id = none;
+    free_spare.collection = none;
+    free_spare.version = 0;
+    free_spare.config_hash = NULL;
+    return orch_unit_labels(cfg, &free_spare);
 }
 
 const char *orch_unit_image(const struct orch_config *cfg, const struct orch_unit *u)
@@ -233,7 +286,7 @@ json_t *orch_unit_command(const struct orch_config *cfg, const struct orch_unit 
 
 static void unit_hash(const struct orch_config *cfg, struct orch_unit *u)
 {
-    json_t *labels = orch_unit_labels(cfg, u);
+    json_t *labels = orch_unit_container_labels(cfg, u);
     json_t *cmd = orch_unit_command(cfg, u);
     json_t *h;
     char hex[17];
@@ -283,7 +336,8 @@ static void app_env(const struct orch_config *cfg, struct orch_unit *u, const ch
     char port[16];
 
     u->env = json_array();
-    add_env(u->env, "CONFIG_ID", u->config_id);
+    if (!u->spare)
+        add_env(u->env, "CONFIG_ID", u->config_id);
     v = sh_xasprintf("redis://%s:6379", redis_name);
     add_env(u->env, "REDIS_URL", v);
     free(v);
@@ -293,10 +347,78 @@ static void app_env(const struct orch_config *cfg, struct orch_unit *u, const ch
     add_env(u->env, "LOG_LEVEL", cfg->log_level ? cfg->log_level : "info");
     add_env(u->env, "LOG_FORMAT", cfg->log_format ? cfg->log_format : "text");
     add_env(u->env, "SERVICE_ADDRESS", u->name);
+    if (u->spare && cfg->revision_key) /* a spare claims as soon as this key moves */
+        add_env(u->env, "SCRAPR_REVISION_KEY", cfg->revision_key);
     (void)snprintf(port, sizeof(port), "%ld",
                    strcmp(u->type, "endpoint") == 0 ? cfg->endpoint_port : cfg->scraper_port);
     add_env(u->env, "PORT", port);
     add_spawn_env(u->env, cfg->spawn_env);
+}
+
+/* Spare k of type (app + Redis); c is the configuration adopting it, or NULL
+ * for a free spare. The spec (and so the hash) is the same either way. */
+static void add_spare(struct orch_units *ret, const struct orch_config *cfg, const char *type,
+                      long k, const json_t *c, const char *chash)
+{
+    struct orch_unit *pair[2];
+    int i;
+
+    for (i = 0; i < 2; i++) {
+        struct orch_unit *u = pair[i] = orch_units_add(ret);
+        const char *coll = c ? json_string_value(json_object_get(c, "collection")) : NULL;
+        u->config_id = sh_xstrdup(c ? json_string_value(json_object_get(c, "_id")) : "");
+        u->type = sh_xstrdup(type);
+        u->collection = sh_xstrdup(coll ? coll : "");
+        u->role = i == 0 ? ORCH_ROLE_REDIS : ORCH_ROLE_APP;
+        u->version = c ? (long)json_integer_value(json_object_get(c, "version")) : 0;
+        u->config_hash = c ? sh_xstrdup(chash) : NULL;
+        u->name = spare_name(cfg, type, k, u->role);
+        u->replicas = 1;
+        u->spare = 1;
+        u->relabel = strcmp(cfg->driver, "swarm") == 0;
+    }
+    app_env(cfg, pair[1], pair[0]->name);
+    unit_hash(cfg, pair[0]);
+    unit_hash(cfg, pair[1]);
+}
+
+/* Keeps cfg->spares free spares of type: the free ones already running
+ * (lowest index first: a free spare is a spare app not adopted, whose labels
+ * name no configuration — an adopted one whose configuration went is removed,
+ * not reused), then new ones at the lowest unused index. used[] marks the
+ * indexes taken (adopted, or kept here). */
+static void add_free_spares(struct orch_units *ret, const struct orch_config *cfg,
+                            const struct orch_units *actual, const char *type, char *used)
+{
+    long k, kept = 0;
+    size_t i;
+
+    for (k = 0; k < MAX_SPARE_INDEX && kept < cfg->spares; k++) {
+        char *name;
+        const struct orch_unit *a;
+        if (used[k])
+            continue;
+        name = spare_name(cfg, type, k, ORCH_ROLE_APP);
+        a = orch_units_find(actual, name);
+        free(name);
+        if (a && (!a->config_id || !*a->config_id)) {
+            add_spare(ret, cfg, type, k, NULL, NULL);
+            used[k] = 1;
+            kept++;
+        }
+    }
+    for (k = 0; k < MAX_SPARE_INDEX && kept < cfg->spares; k++) {
+        int taken = used[k];
+        /* an adopted-and-released spare still being removed keeps its index */
+        for (i = 0; !taken && actual && i < actual->n; i++)
+            taken = actual->v[i].role == ORCH_ROLE_APP &&
+                    orch_spare_index(cfg, type, actual->v[i].name) == k;
+        if (taken)
+            continue;
+        add_spare(ret, cfg, type, k, NULL, NULL);
+        used[k] = 1;
+        kept++;
+    }
 }
 
 static void problem(json_t *problems, const char *id, const char *msg)
@@ -319,7 +441,9 @@ void orch_desired_build(const struct orch_config *cfg, const json_t *configs,
                         json_t **ret_problems)
 {
     json_t *problems = json_array();
-    size_t i, first_endpoint;
+    char *used_scraper = sh_xcalloc(MAX_SPARE_INDEX, 1);
+    char *used_endpoint = sh_xcalloc(MAX_SPARE_INDEX, 1);
+    size_t i;
     const json_t *c;
 
     orch_units_init(ret);
@@ -330,6 +454,8 @@ void orch_desired_build(const struct orch_config *cfg, const json_t *configs,
         const json_t *jr = json_object_get(c, "replicas");
         json_int_t replicas = jr ? json_integer_value(jr) : 1;
         char chash[17];
+        char *used;
+        long k;
         int r;
 
         if (!id_ok(id)) {
@@ -345,6 +471,15 @@ void orch_desired_build(const struct orch_config *cfg, const json_t *configs,
             continue;
         }
         orch_config_hash(c, chash);
+        /* Adopted spare: one replica only (claims skip the others). */
+        used = strcmp(type, "endpoint") == 0 ? used_endpoint : used_scraper;
+        k = orch_spare_index(cfg, type, json_string_value(json_object_get(c, "container")));
+        if (k >= 0 && !used[k] &&
+            (replicas == 1 || (replicas == 0 && strcmp(type, "endpoint") == 0))) {
+            used[k] = 1;
+            add_spare(ret, cfg, type, k, c, chash);
+            continue;
+        }
         if (strcmp(type, "endpoint") == 0) {
             struct orch_unit *redis, *app;
             if (replicas < 1)
@@ -367,9 +502,13 @@ void orch_desired_build(const struct orch_config *cfg, const json_t *configs,
         }
     }
 
+    add_free_spares(ret, cfg, actual, "scraper", used_scraper);
+    add_free_spares(ret, cfg, actual, "endpoint", used_endpoint);
+    free(used_scraper);
+    free(used_endpoint);
+
     /* Ports: an endpoint keeps the port it already publishes; new ones take the
      * lowest free port of the range. Out of ports → a problem, and no unit. */
-    first_endpoint = 0;
     for (i = 0; i < ret->n; i++) {
         struct orch_unit *u = &ret->v[i];
         const struct orch_unit *a;
@@ -404,28 +543,21 @@ void orch_desired_build(const struct orch_config *cfg, const json_t *configs,
             i--;
         }
     }
-    (void)first_endpoint;
     *ret_problems = problems;
 }
 
-char *orch_assigned_container(const struct orch_config *cfg, const json_t *config)
+char *orch_assigned_container(const struct orch_units *desired, const char *config_id)
 {
-    const char *id = json_string_value(json_object_get(config, "_id"));
-    const char *type = json_string_value(json_object_get(config, "type"));
-    const json_t *jr = json_object_get(config, "replicas");
-    json_int_t replicas = jr ? json_integer_value(jr) : 1;
     char *out = NULL;
-    int r;
+    size_t i;
 
-    if (!id_ok(id) || !type)
-        return NULL;
-    if (strcmp(type, "endpoint") == 0)
-        return orch_unit_name(cfg, type, id, 0, ORCH_ROLE_APP);
-    for (r = 0; r < replicas && r < MAX_REPLICAS; r++) {
-        char *n = orch_unit_name(cfg, type, id, r, ORCH_ROLE_APP);
-        char *joined = out ? sh_xasprintf("%s,%s", out, n) : sh_xstrdup(n);
+    for (i = 0; i < desired->n; i++) {
+        const struct orch_unit *u = &desired->v[i];
+        char *joined;
+        if (u->role != ORCH_ROLE_APP || strcmp(u->config_id, config_id) != 0)
+            continue;
+        joined = out ? sh_xasprintf("%s,%s", out, u->name) : sh_xstrdup(u->name);
         free(out);
-        free(n);
         out = joined;
     }
     return out;

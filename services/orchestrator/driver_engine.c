@@ -59,7 +59,7 @@ static int engine_list(struct sh_docker *d, const struct orch_config *cfg, struc
 
 static json_t *engine_spec(const struct orch_config *cfg, const struct orch_unit *u)
 {
-    json_t *labels = orch_unit_labels(cfg, u);
+    json_t *labels = orch_unit_container_labels(cfg, u);
     json_t *cmd = orch_unit_command(cfg, u);
     json_t *host, *spec, *ep;
     char pk[32];

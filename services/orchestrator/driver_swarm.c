@@ -131,8 +131,10 @@ static json_t *swarm_spec(const struct orch_config *cfg, const struct orch_unit 
     /* A host-mode port cannot be held by an old and a new task at once. */
     int host_ports = u->port > 0 && dnsrr;
 
-    cs = json_pack("{s:s, s:s, s:O}", "Image", orch_unit_image(cfg, u), "Hostname", u->name,
-                   "Labels", labels);
+    /* Service labels follow an adopting configuration; the task's container
+     * labels do not, so adoption updates the service without a restart. */
+    cs = json_pack("{s:s, s:s, s:o}", "Image", orch_unit_image(cfg, u), "Hostname", u->name,
+                   "Labels", orch_unit_container_labels(cfg, u));
     if (cmd)
         (void)json_object_set_new(cs, "Args", cmd);
     if (u->env)

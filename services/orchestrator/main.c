@@ -60,6 +60,10 @@ static const struct sh_envconf table[] = {
      "grace period when stopping containers"},
     {"SCRAPR_SESSION_TTL", SH_ENV_INT, &cfg.session_ttl_s, "10", 10, 86400,
      "Consul session TTL seconds"},
+    {"SCRAPR_SPARES", SH_ENV_INT, &cfg.spares, "1", 0, 100,
+     "free spare scrapers and endpoints kept started (each), to claim new configurations"},
+    {"SCRAPR_SPARE_WAIT_SECONDS", SH_ENV_INT, &cfg.spare_wait_s, "5", 0, 3600,
+     "how long a new configuration is left for a running spare to claim"},
     {"SCRAPR_SCRAPER_PORT", SH_ENV_INT, &cfg.scraper_port, "3002", 1, 65535, "scraper PORT"},
     {"SCRAPR_ENDPOINT_PORT", SH_ENV_INT, &cfg.endpoint_port, "3000", 1, 65535, "endpoint PORT"},
     {NULL, 0, NULL, NULL, 0, 0, NULL},
@@ -169,6 +173,7 @@ int main(int argc, char **argv)
     sh_docker_free(ctx.docker);
     json_decref(ctx.status);
     json_decref(ctx.errors);
+    json_decref(ctx.unassigned_since);
     free(ctx.node_addr);
     free(ctx.node_id);
     (void)pthread_cond_destroy(&ctx.cond);

@@ -13,7 +13,11 @@
  * A "unit" is one container (engine) or one service (swarm): a configuration's
  * scraper replica, an endpoint, or the Redis of either. Its name is
  * deterministic (<prefix>-<type>-<config id>[-<replica>][-redis]), so a
- * restarted orchestrator finds what it made and never duplicates it. */
+ * restarted orchestrator finds what it made and never duplicates it.
+ *
+ * Spares (<prefix>-spare-<type>-<k>[-redis]) are started without CONFIG_ID:
+ * they claim a new configuration themselves, within milliseconds, and the
+ * orchestrator adopts the spare a configuration's `container` names. */
 #ifndef ORCHESTRATOR_H
 #define ORCHESTRATOR_H
 
@@ -36,6 +40,7 @@
 #define ORCH_LABEL_REPLICA "scrapr.replica"
 #define ORCH_LABEL_CONFIG_HASH "scrapr.config-hash"
 #define ORCH_LABEL_SPEC_HASH "scrapr.spec-hash"
+#define ORCH_LABEL_SPARE "scrapr.spare"
 
 /* Everything read from the environment at start; const afterwards. */
 struct orch_config {
@@ -59,6 +64,8 @@ struct orch_config {
     long limit_memory_mb, redis_memory_mb;
     long resync_s, stop_timeout_s, scraper_port, endpoint_port;
     long session_ttl_s;
+    long spares;       /* free spare scrapers and endpoints kept started (each) */
+    long spare_wait_s; /* how long a new configuration is left for a spare to claim */
     /* from the common service config (borrowed) */
     const char *consul_addr, *api_token, *log_level, *log_format;
 };
@@ -79,6 +86,8 @@ struct orch_unit {
     json_t *env;   /* array of "K=V" */
     long replicas; /* swarm service replicas (endpoint app); 1 otherwise */
     long port;     /* published port (endpoint app), 0 = none */
+    int spare;     /* a pre-started unit without CONFIG_ID (see desired.c) */
+    int relabel;   /* swarm spare: service labels follow the adopting configuration */
     /* actual side */
     char *id;
     uint64_t swarm_version;
@@ -119,8 +128,11 @@ void orch_desired_build(const struct orch_config *cfg, const json_t *configs,
 /* Unit name helpers (caller frees). */
 char *orch_unit_name(const struct orch_config *cfg, const char *type, const char *config_id,
                      int replica, int role);
-/* Comma-separated names of a configuration's app units (its `container`). */
-char *orch_assigned_container(const struct orch_config *cfg, const json_t *config);
+/* Comma-separated names of a configuration's desired app units (its
+ * `container`), NULL when it has none. */
+char *orch_assigned_container(const struct orch_units *desired, const char *config_id);
+/* Spare index k when name is <prefix>-spare-<type>-<k> (the app), else -1. */
+long orch_spare_index(const struct orch_config *cfg, const char *type, const char *name);
 
 /* Fetches every configuration ({"configurations": [...]} paged). Returns 0 and a new array. */
 int orch_desired_fetch(const struct orch_config *cfg, struct sh_discovery *disc, json_t **ret,
@@ -154,8 +166,11 @@ struct orch_driver {
 extern const struct orch_driver orch_driver_engine;
 extern const struct orch_driver orch_driver_swarm;
 
-/* Shared by both drivers: labels object and command array of a unit (new refs). */
+/* Shared by both drivers: labels object and command array of a unit (new refs).
+ * Container labels are the unit labels, except that a spare's stay those of a
+ * free spare, so that adopting it never restarts it. */
 json_t *orch_unit_labels(const struct orch_config *cfg, const struct orch_unit *u);
+json_t *orch_unit_container_labels(const struct orch_config *cfg, const struct orch_unit *u);
 json_t *orch_unit_command(const struct orch_config *cfg, const struct orch_unit *u);
 const char *orch_unit_image(const struct orch_config *cfg, const struct orch_unit *u);
 /* Fills the label-derived fields of an actual unit from a labels object. */
@@ -214,6 +229,8 @@ struct orch_ctx {
     char *node_id;                /* swarm: our own node's ID (Swarm.NodeID), or NULL */
     int url_pending;              /* reconcile thread only: an endpoint's node is not known yet */
     int network_ready;            /* reconcile thread only: SCRAPR_NETWORK known to exist */
+    int spare_pending;            /* reconcile thread only: a configuration waits for a spare */
+    json_t *unassigned_since;     /* reconcile thread only: {config id: monotonic first seen} */
     struct orch_applier *applier; /* owned by orch_reconcile_loop */
 };
 

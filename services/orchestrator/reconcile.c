@@ -95,7 +95,9 @@ void orch_diff(const struct orch_units *desired, const struct orch_units *actual
             else if (broken && broken(a))
                 push(ret, ORCH_REPLACE, u, a);
             else if (!a->spec_hash || strcmp(a->spec_hash, u->spec_hash) != 0 ||
-                     (u->port > 0 && a->port != u->port))
+                     (u->port > 0 && a->port != u->port) ||
+                     (u->relabel && (strcmp(a->config_id, u->config_id) != 0 || !a->collection ||
+                                     strcmp(a->collection, u->collection) != 0)))
                 push(ret, ORCH_UPDATE, u, a);
         }
 }
@@ -241,7 +243,7 @@ static void record_assignments(struct orch_ctx *ctx, const json_t *configs,
         const char *type = json_string_value(json_object_get(c, "type"));
         const char *have = json_string_value(json_object_get(c, "container"));
         const char *have_url = json_string_value(json_object_get(c, "url"));
-        char *want = orch_assigned_container(ctx->cfg, c);
+        char *want = id ? orch_assigned_container(desired, id) : NULL;
         char *url = NULL;
         int all_there = 1, any = 0, unknown = 0;
         struct sh_err err;
@@ -291,6 +293,40 @@ static void record_assignments(struct orch_ctx *ctx, const json_t *configs,
     }
 }
 
+static int json_array_contains_str(const json_t *a, const char *s)
+{
+    size_t i;
+    const json_t *v;
+
+    json_array_foreach(a, i, v) if (strcmp(json_string_value(v) ? json_string_value(v) : "", s) ==
+                                    0) return 1;
+    return 0;
+}
+
+/* {"scraper": {"free": n, "running": m}, "endpoint": {...}}: desired free spares. */
+static json_t *spares_status(const struct orch_units *desired, const struct orch_units *actual)
+{
+    json_t *out = json_object();
+    static const char *const types[] = {"scraper", "endpoint"};
+    size_t i, t;
+
+    for (t = 0; t < 2; t++) {
+        json_int_t n = 0, running = 0;
+        for (i = 0; i < desired->n; i++) {
+            const struct orch_unit *u = &desired->v[i], *a;
+            if (!u->spare || u->role != ORCH_ROLE_APP || *u->config_id ||
+                strcmp(u->type, types[t]) != 0)
+                continue;
+            n++;
+            a = orch_units_find(actual, u->name);
+            running += a && a->running_tasks > 0;
+        }
+        (void)json_object_set_new(out, types[t],
+                                  json_pack("{s:I, s:I}", "free", n, "running", running));
+    }
+    return out;
+}
+
 static json_t *build_status(const json_t *configs, const struct orch_units *desired,
                             const struct orch_units *actual, json_t *problems)
 {
@@ -318,7 +354,8 @@ static json_t *build_status(const json_t *configs, const struct orch_units *desi
         }
         for (k = 0; k < actual->n; k++) {
             const struct orch_unit *x = &actual->v[k];
-            if (strcmp(x->config_id, id) != 0)
+            /* by name: an adopted spare may still carry a free spare's labels */
+            if (!json_array_contains_str(d, x->name) && strcmp(x->config_id, id) != 0)
                 continue;
             (void)json_array_append_new(
                 a, json_pack("{s:s, s:s, s:s, s:I, s:I}", "name", x->name, "role",
@@ -336,8 +373,91 @@ static json_t *build_status(const json_t *configs, const struct orch_units *desi
     for (k = 0; k < actual->n; k++)
         if (!orch_units_find(desired, actual->v[k].name))
             (void)json_array_append_new(orphans, json_string(actual->v[k].name));
-    return json_pack("{s:o, s:o, s:O}", "configurations", out, "orphans", orphans, "problems",
-                     problems);
+    return json_pack("{s:o, s:o, s:O, s:o}", "configurations", out, "orphans", orphans, "problems",
+                     problems, "spares", spares_status(desired, actual));
+}
+
+/* 1 when config c may be claimed by a spare: unassigned, one replica. */
+static int claimable(const json_t *c, const char *type)
+{
+    const char *have = json_string_value(json_object_get(c, "container"));
+    const json_t *jr = json_object_get(c, "replicas");
+    json_int_t r = jr ? json_integer_value(jr) : 1;
+
+    if ((have && *have) || !json_string_value(json_object_get(c, "_id")))
+        return 0;
+    if (strcmp(type, "endpoint") == 0)
+        return r <= 1;
+    return r == 1;
+}
+
+/* Free spare apps of type that run and that no configuration names yet. */
+static long ready_spares(const struct orch_config *cfg, const json_t *configs,
+                         const struct orch_units *actual, const char *type)
+{
+    long n = 0;
+    size_t i, k;
+    const json_t *c;
+
+    for (i = 0; i < actual->n; i++) {
+        const struct orch_unit *a = &actual->v[i];
+        int named = 0;
+        if (a->role != ORCH_ROLE_APP || (a->config_id && *a->config_id) || a->running_tasks < 1 ||
+            orch_spare_index(cfg, type, a->name) < 0)
+            continue;
+        json_array_foreach(configs, k, c)
+        {
+            const char *have = json_string_value(json_object_get(c, "container"));
+            named = named || (have && strcmp(have, a->name) == 0);
+        }
+        n += !named;
+    }
+    return n;
+}
+
+/* The configurations to build units for: all but those left for a running
+ * free spare to claim — oldest first, at most one per such spare, and each
+ * for at most SCRAPR_SPARE_WAIT_SECONDS after this orchestrator first saw it
+ * unassigned; then it gets units of its own like any other (a spare that
+ * never claims cannot hold a configuration back). New array. */
+static json_t *leave_to_spares(struct orch_ctx *ctx, const json_t *configs,
+                               const struct orch_units *actual)
+{
+    static const char *const types[] = {"scraper", "endpoint"};
+    json_t *seen = json_object(), *keep = json_array();
+    long ready[2];
+    double now = orch_now_mono();
+    size_t i, t;
+    const json_t *c;
+
+    for (t = 0; t < 2; t++)
+        ready[t] = ctx->cfg->spares > 0 ? ready_spares(ctx->cfg, configs, actual, types[t]) : 0;
+    ctx->spare_pending = 0;
+    json_array_foreach(configs, i, c)
+    {
+        const char *type = json_string_value(json_object_get(c, "type"));
+        const char *id = json_string_value(json_object_get(c, "_id"));
+        double since;
+        t = type && strcmp(type, "endpoint") == 0;
+        if (!type || !claimable(c, type)) {
+            (void)json_array_append(keep, (json_t *)c);
+            continue;
+        }
+        since = json_real_value(json_object_get(ctx->unassigned_since, id));
+        if (since <= 0)
+            since = now;
+        (void)json_object_set_new(seen, id, json_real(since));
+        if (ready[t] > 0 && now - since < (double)ctx->cfg->spare_wait_s) {
+            ready[t]--;
+            ctx->spare_pending = 1;
+            sh_log_debug("config=%s left to a spare waited_s=%.3f", id, now - since);
+            continue;
+        }
+        (void)json_array_append(keep, (json_t *)c);
+    }
+    json_decref(ctx->unassigned_since);
+    ctx->unassigned_since = seen;
+    return keep;
 }
 
 struct list_job {
@@ -402,7 +522,11 @@ int orch_reconcile_once(struct orch_ctx *ctx, struct sh_err *err)
         }
     }
     m_read = orch_now_mono();
-    orch_desired_build(ctx->cfg, configs, &actual, &desired, &problems);
+    {
+        json_t *placed = leave_to_spares(ctx, configs, &actual);
+        orch_desired_build(ctx->cfg, placed, &actual, &desired, &problems);
+        json_decref(placed);
+    }
     for (i = 0; i < json_array_size(problems); i++)
         orch_ctx_error(ctx, "config=%s: %s",
                        json_string_value(json_object_get(json_array_get(problems, i), "config_id"))

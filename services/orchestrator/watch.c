@@ -29,6 +29,7 @@ struct orch_watch {
 #define URL_PENDING_RECHECK_S 2.0
 /* ...for at most this long; then the normal resync. */
 #define URL_PENDING_MAX_S 120.0
+#define SPARE_RECHECK_S 0.5
 
 static void nap_ms(struct orch_watch *w, long ms)
 {
@@ -244,6 +245,10 @@ void orch_reconcile_loop(struct orch_ctx *ctx)
             pending_since = orch_now_mono();
         if (ctx->url_pending && orch_now_mono() - pending_since < URL_PENDING_MAX_S)
             next_resync = orch_now_mono() + URL_PENDING_RECHECK_S;
+        /* A configuration left to a spare: adopt it (or place it ourselves
+         * once the wait is over) without waiting for the resync. */
+        if (ctx->spare_pending)
+            next_resync = orch_now_mono() + SPARE_RECHECK_S;
     }
     orch_applier_stop(ctx->applier);
     ctx->applier = NULL;

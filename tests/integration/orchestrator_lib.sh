@@ -69,6 +69,7 @@ ot_start_cd() {
 }
 
 # ot_start_orch NAME [extra env...]: starts an orchestrator, sets OT_PORT_<NAME>, OT_PID_<NAME>.
+# No spares unless the extra env asks for them (SCRAPR_SPARES=N).
 ot_start_orch() {
     local name=$1 port
     shift
@@ -83,7 +84,7 @@ ot_start_orch() {
         SCRAPR_CONFIG_DISCOVERY_URL="$OT_CD" SCRAPR_INSTANCE_ID="$OT_ID-$name" \
         SCRAPR_LOCK_KEY="$OT_KV/lock" SCRAPR_REVISION_KEY="$OT_KV/revision" \
         SCRAPR_SPAWN_CONSUL_ADDR=consul.invalid:8500 LOG_LEVEL="${OT_LOG_LEVEL:-info}" \
-        "$@" "$SCRAPR_BIN_DIR/scrapr-orchestrator" >"$OT_DIR/orch-$name.log" 2>&1 &
+        SCRAPR_SPARES=0 "$@" "$SCRAPR_BIN_DIR/scrapr-orchestrator" >"$OT_DIR/orch-$name.log" 2>&1 &
     local pid=$!
     OT_PIDS+=($pid)
     printf -v "OT_PID_$name" %s "$pid"

@@ -63,7 +63,9 @@ static void as_actual(const struct orch_units *d, struct orch_units *ret)
         a->name = sh_xstrdup(d->v[i].name);
         a->config_id = sh_xstrdup(d->v[i].config_id);
         a->type = sh_xstrdup(d->v[i].type);
+        a->collection = sh_xstrdup(d->v[i].collection);
         a->role = d->v[i].role;
+        a->running_tasks = 1;
         a->spec_hash = sh_xstrdup(d->v[i].spec_hash);
         a->port = d->v[i].port;
         a->state = sh_xstrdup("running");
@@ -119,7 +121,7 @@ static void test_scraper_replicas_each_get_their_own_redis(void)
     ASSERT_EQ(app1->version, 3);
     ASSERT_EQ(app1->port, 0);
     {
-        char *c = orch_assigned_container(&cfg, json_array_get(configs, 0));
+        char *c = orch_assigned_container(&d, "abc123");
         ASSERT_STR_EQ(c, "sc-scraper-abc123-0,sc-scraper-abc123-1");
         free(c);
     }
@@ -334,6 +336,139 @@ static void test_image_change_updates_everything(void)
     json_decref(configs);
 }
 
+static size_t count_kind(const struct orch_actions *acts, int kind)
+{
+    size_t i, n = 0;
+
+    for (i = 0; i < acts->n; i++)
+        n += acts->v[i].kind == kind;
+    return n;
+}
+
+static void test_spares_kept_free_then_adopted_without_restart(void)
+{
+    json_t *none = json_array(), *configs, *problems = NULL, *sc, *ep;
+    struct orch_units d, a, d2;
+    struct orch_actions acts;
+    const struct orch_unit *u;
+    size_t i;
+
+    cfg.spares = 1;
+    cfg.driver = (char *)"swarm";
+    cfg.revision_key = (char *)"scrapr/revisions/configurations";
+    orch_desired_build(&cfg, none, NULL, &d, &problems);
+    json_decref(problems);
+    ASSERT_EQ(d.n, 4);
+    u = orch_units_find(&d, "sc-spare-scraper-0");
+    ASSERT_NOT_NULL(u);
+    ASSERT(u->spare);
+    ASSERT_STR_EQ(u->config_id, "");
+    ASSERT(has_env(u, "REDIS_URL=redis://sc-spare-scraper-0-redis:6379"));
+    ASSERT(has_env(u, "SCRAPR_REVISION_KEY=scrapr/revisions/configurations"));
+    for (i = 0; i < json_array_size(u->env); i++)
+        ASSERT(strncmp(json_string_value(json_array_get(u->env, i)), "CONFIG_ID=", 10) != 0);
+    ASSERT_NOT_NULL(orch_units_find(&d, "sc-spare-scraper-0-redis"));
+    u = orch_units_find(&d, "sc-spare-endpoint-0");
+    ASSERT_NOT_NULL(u);
+    ASSERT_EQ(u->port, 8100);
+    ASSERT_EQ(orch_spare_index(&cfg, "endpoint", "sc-spare-endpoint-0"), 0);
+    ASSERT_EQ(orch_spare_index(&cfg, "scraper", "sc-spare-endpoint-0"), -1);
+    ASSERT_EQ(orch_spare_index(&cfg, "scraper", "sc-spare-scraper-0-redis"), -1);
+    ASSERT_EQ(orch_spare_index(&cfg, "scraper", "sc-spare-scraper-07"), -1);
+    ASSERT_EQ(orch_spare_index(&cfg, "scraper", "sc-spare-scraper-12"), 12);
+
+    /* Both spares claim a configuration: same specs (no restart), service
+     * labels follow (update in place), and a new free spare of each type. */
+    as_actual(&d, &a);
+    sc = scraper("abc", 1, 2, 60);
+    (void)json_object_set_new(sc, "container", json_string("sc-spare-scraper-0"));
+    ep = endpoint("def", 2);
+    (void)json_object_set_new(ep, "container", json_string("sc-spare-endpoint-0"));
+    configs = json_pack("[o,o]", sc, ep);
+    orch_desired_build(&cfg, configs, &a, &d2, &problems);
+    ASSERT_EQ(json_array_size(problems), 0);
+    json_decref(problems);
+    ASSERT_EQ(d2.n, 8);
+    u = orch_units_find(&d2, "sc-spare-scraper-0");
+    ASSERT_NOT_NULL(u);
+    ASSERT_STR_EQ(u->config_id, "abc");
+    ASSERT_STR_EQ(u->spec_hash, orch_units_find(&a, "sc-spare-scraper-0")->spec_hash);
+    ASSERT_EQ(orch_units_find(&d2, "sc-spare-endpoint-0")->port, 8100);
+    ASSERT_EQ(orch_units_find(&d2, "sc-spare-endpoint-1")->port, 8101);
+    ASSERT_NOT_NULL(orch_units_find(&d2, "sc-spare-scraper-1-redis"));
+    {
+        char *c = orch_assigned_container(&d2, "abc");
+        ASSERT_STR_EQ(c, "sc-spare-scraper-0");
+        free(c);
+    }
+    orch_diff(&d2, &a, broken_if_exited, &acts);
+    ASSERT_EQ(count_kind(&acts, ORCH_REMOVE), 0);
+    ASSERT_EQ(count_kind(&acts, ORCH_REPLACE), 0);
+    ASSERT_EQ(count_kind(&acts, ORCH_CREATE), 4);
+    ASSERT_EQ(count_kind(&acts, ORCH_UPDATE), 4); /* labels of the two adopted pairs */
+    for (i = 0; i < acts.n; i++)
+        if (acts.v[i].kind == ORCH_UPDATE)
+            ASSERT_STR_EQ(acts.v[i].desired->spec_hash, acts.v[i].actual->spec_hash);
+    orch_actions_done(&acts);
+
+    /* Engine containers cannot be relabelled: adoption is then no action. */
+    cfg.driver = (char *)"engine";
+    orch_units_done(&d2);
+    orch_units_done(&a);
+    orch_units_done(&d);
+    orch_desired_build(&cfg, none, NULL, &d, &problems);
+    json_decref(problems);
+    as_actual(&d, &a);
+    orch_desired_build(&cfg, configs, &a, &d2, &problems);
+    json_decref(problems);
+    orch_diff(&d2, &a, broken_if_exited, &acts);
+    ASSERT_EQ(count_kind(&acts, ORCH_UPDATE), 0);
+    ASSERT_EQ(count_kind(&acts, ORCH_CREATE), 4);
+    orch_actions_done(&acts);
+    orch_units_done(&d2);
+    orch_units_done(&a);
+    orch_units_done(&d);
+    json_decref(configs);
+    json_decref(none);
+    cfg.driver = (char *)"engine";
+    cfg.spares = 0;
+}
+
+static void test_spare_of_a_deleted_configuration_is_removed_not_reused(void)
+{
+    json_t *none = json_array(), *problems = NULL;
+    struct orch_units d, a, d2;
+    struct orch_actions acts;
+    size_t i;
+
+    cfg.spares = 1;
+    cfg.driver = (char *)"swarm";
+    orch_desired_build(&cfg, none, NULL, &d, &problems);
+    json_decref(problems);
+    as_actual(&d, &a);
+    /* spare 0 served configuration "gone", now deleted */
+    for (i = 0; i < a.n; i++)
+        if (strncmp(a.v[i].name, "sc-spare-scraper-0", 18) == 0) {
+            free(a.v[i].config_id);
+            a.v[i].config_id = sh_xstrdup("gone");
+        }
+    orch_desired_build(&cfg, none, &a, &d2, &problems);
+    json_decref(problems);
+    ASSERT_NULL(orch_units_find(&d2, "sc-spare-scraper-0"));
+    ASSERT_NOT_NULL(orch_units_find(&d2, "sc-spare-scraper-1"));
+    ASSERT_NOT_NULL(orch_units_find(&d2, "sc-spare-endpoint-0"));
+    orch_diff(&d2, &a, broken_if_exited, &acts);
+    ASSERT_EQ(count_kind(&acts, ORCH_REMOVE), 2);
+    ASSERT_EQ(count_kind(&acts, ORCH_CREATE), 2);
+    orch_actions_done(&acts);
+    orch_units_done(&d2);
+    orch_units_done(&a);
+    orch_units_done(&d);
+    json_decref(none);
+    cfg.driver = (char *)"engine";
+    cfg.spares = 0;
+}
+
 int main(void)
 {
     setup();
@@ -348,5 +483,9 @@ int main(void)
     RUN(test_diff_config_change_updates_app_not_redis);
     RUN(test_diff_removes_apps_before_redis_and_replaces_broken);
     RUN(test_image_change_updates_everything);
+    setup();
+    RUN(test_spares_kept_free_then_adopted_without_restart);
+    setup();
+    RUN(test_spare_of_a_deleted_configuration_is_removed_not_reused);
     return 0;
 }
