@@ -3,6 +3,10 @@
 # endpoint, over N fresh collections on the running single-node Swarm (`make up`
 # first), printed beside the peer: a plain `docker run` of the scraper image
 # doing one scrape of the same page (`scrapr-scraper --once`) until its first item.
+# Each run's configuration is deleted after it, and the next run starts once
+# the orchestrator's free spares (SCRAPR_SPARES, docs/orchestrator.md) run
+# again, so every run meets the steady state a user meets, not the previous
+# run's leftovers.
 #   bench/e2e/run.sh [N]   (default 10)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -19,11 +23,33 @@ pct() { # pct P < numbers
     sort -g | awk -v p="$1" '{a[NR]=$1} END {i=int((NR*p+99)/100); if(i<1)i=1; printf "%.2f", a[i]}'
 }
 
+# Free spare services (labels name no configuration) not yet running; "none"
+# when the stack runs no spares at all.
+spares_starting() {
+    local total=0 starting=0 id cid reps
+    while read -r id reps; do
+        [ -n "$id" ] || continue
+        cid=$(docker service inspect -f '{{index .Spec.Labels "scrapr.config-id"}}' "$id" 2>/dev/null) || continue
+        [ -z "$cid" ] || continue
+        total=$((total + 1))
+        [ "$reps" = 1/1 ] || starting=$((starting + 1))
+    done < <(docker service ls --filter label=scrapr.spare=1 --format '{{.ID}} {{.Replicas}}')
+    if [ "$total" = 0 ]; then echo none; else echo "$starting"; fi
+}
+wait_spares() {
+    local deadline=$((SECONDS + 180)) st
+    while st=$(spares_starting); [ "$st" != none ] && [ "$st" != 0 ]; do
+        ((SECONDS < deadline)) || { echo "spares still starting after 180 s" >&2; return; }
+        sleep 0.5
+    done
+}
+
 ours=() peer=() ids=()
 cfgfile=$(mktemp)
 trap 'rm -f "$cfgfile"; for id in "${ids[@]}"; do curl -fsS -o /dev/null -X DELETE "${auth[@]}" "$CD/configurations/$id" || true; done' EXIT
 for i in $(seq 1 "$N"); do
     c="bench$$x$i"
+    wait_spares
     t0=$(now)
     id=$(config "$c" | curl -fsS -X POST -H 'Content-Type: application/json' "${auth[@]}" --data-binary @- "$CD/configurations" |
         python3 -c 'import json,sys; print(json.load(sys.stdin)["_id"])')
@@ -40,16 +66,18 @@ for i in $(seq 1 "$N"); do
         sleep 0.05
     done
     ours+=("$(echo "$(now) - $t0" | bc)")
+    served_by=$(curl -fsS "$CD/configurations/$id" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("container"))')
+    curl -fsS -o /dev/null -X DELETE "${auth[@]}" "$CD/configurations/$id" || true
     # Peer: a plain docker run of the same image scraping the same page once.
     config "$c" >"$cfgfile"
     t0=$(now)
     docker run --rm -i --network scrapr -e SCRAPR_ALLOW_PRIVATE_TARGETS=1 --entrypoint sh scrapr/scraper:latest \
         -c 'cat > /tmp/c.json; exec scrapr-scraper --once /tmp/c.json' <"$cfgfile" 2>/dev/null | head -1 >/dev/null
     peer+=("$(echo "$(now) - $t0" | bc)")
-    echo "run $i: scrapr ${ours[-1]} s, docker run ${peer[-1]} s" >&2
+    echo "run $i: scrapr ${ours[-1]} s (scraper $served_by), docker run ${peer[-1]} s" >&2
 done
 echo "bench/e2e: config POST -> first item at the public endpoint ($N runs, $(nproc) cores)"
-echo "command: bench/e2e/run.sh $N"
+echo "command: bench/e2e/run.sh $N   (spares: $(spares_starting | sed 's/^[0-9]*$/yes/'))"
 printf '%-34s %8s %8s\n' "" "p50 (s)" "p95 (s)"
 printf '%-34s %8s %8s\n' "scrapr (POST -> item at endpoint)" "$(printf '%s\n' "${ours[@]}" | pct 50)" "$(printf '%s\n' "${ours[@]}" | pct 95)"
 printf '%-34s %8s %8s\n' "docker run scraper --once" "$(printf '%s\n' "${peer[@]}" | pct 50)" "$(printf '%s\n' "${peer[@]}" | pct 95)"

@@ -6,7 +6,8 @@
 # published port from the range, the assignment recorded; a config change
 # (version bump) updates the service in place (same ID, new spec); a killed
 # task is rescheduled; kill -9 + restart → the same services; a deleted
-# configuration's services are removed.
+# configuration's services are removed; a spare claimed through the claim API
+# is adopted by relabelling its service without restarting its task.
 set -euo pipefail
 . "$(dirname "$0")/orchestrator_lib.sh"
 ot_init os
@@ -106,4 +107,29 @@ for n in "$S" "$S-redis" "$E" "$E-redis"; do
     ot_wait 30 "service $n removed" svc_absent "$n"
 done
 [ "$(docker service ls -q --filter "label=scrapr.owner=$OT_OWNER" | wc -l)" -eq 0 ] || ot_fail "services left"
+
+ot_step "spares: an adopted spare's service labels follow its configuration, its task is not restarted"
+kill "$OT_PID_a2"
+ot_start_orch sp SCRAPR_PUBLISH_MODE=host SCRAPR_SPARES=1 SCRAPR_SPARE_WAIT_SECONDS=30
+ot_wait 25 "spare orchestrator leads" ot_is_leader "$OT_PORT_sp"
+SS="$OT_PREFIX-spare-scraper-0"
+for n in "$SS" "$SS-redis" "$OT_PREFIX-spare-endpoint-0" "$OT_PREFIX-spare-endpoint-0-redis"; do
+    ot_wait 60 "spare service $n running" svc_running "$n"
+done
+task=$(docker service ps -q --filter desired-state=running "$SS")
+coll="spare-$OT_ID"
+SID=$(ot_post_config "$(ot_scraper_config "$coll")") || ot_fail "POST /configurations"
+claimed=$(curl -sf -X POST -H 'Content-Type: application/json' \
+    -d "{\"type\":\"scraper\",\"container\":\"$SS\"}" "$OT_CD/configurations/claim" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["_id"])')
+[ "$claimed" = "$SID" ] || ot_fail "claim returned $claimed, not $SID"
+ot_wait 30 "adopted spare's service labelled with its configuration" bash -c \
+    "[ \"\$(docker service inspect -f '{{index .Spec.Labels \"scrapr.config-id\"}} {{index .Spec.Labels \"scrapr.collection\"}}' $SS)\" = '$SID $coll' ]"
+ot_wait 60 "a new free spare scraper" svc_running "$OT_PREFIX-spare-scraper-1"
+[ "$(docker service ps -q --filter desired-state=running "$SS")" = "$task" ] || ot_fail "the adopted spare's task was restarted"
+[ "$(docker inspect -f '{{index .Config.Labels "scrapr.config-id"}}' "$(docker ps -q --filter "label=com.docker.swarm.service.name=$SS")")" = "" ] ||
+    ot_fail "the task's container labels changed"
+svc_absent "$OT_PREFIX-scraper-$SID-0" || ot_fail "adopted configuration got a service of its own"
+ot_delete_config "$SID" || ot_fail "DELETE $SID"
+ot_wait 30 "the adopted spare removed with its configuration" svc_absent "$SS"
 echo "PASS"
