@@ -191,7 +191,10 @@ int cd_store_replace(struct cd_ctx *ctx, const bson_oid_t *id, const char *expec
 int cd_store_delete(struct cd_ctx *ctx, const bson_oid_t *id, int *ret_endpoint_deleted,
                     struct sh_err *err);
 /* Atomically assigns a free configuration of type to container (or returns
- * the one container already holds). 1 claimed (*ret_doc), 0 none free, -1. */
+ * the one container already holds, so a claim is idempotent per container).
+ * Free configurations whose `replicas` is present and not 1 are skipped: 0
+ * parks one, more than 1 are placed by the orchestrator. 1 claimed (*ret_doc),
+ * 0 none free, -1. */
 int cd_store_claim(struct cd_ctx *ctx, const char *type, const char *container, json_t **ret_doc,
                    struct sh_err *err);
 /* Loads/saves the tailer's resume position (the next sequence number to

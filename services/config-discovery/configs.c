@@ -447,14 +447,82 @@ static int claim_one(struct cd_ctx *ctx, const bson_oid_t *id, int64_t version,
     return rc;
 }
 
+/* May a claim take this free configuration? Not when its user fields name
+ * `replicas` other than 1: 0 parks it, and more than one are placed by the
+ * orchestrator itself (a claimer is a single runner). The user fields are the
+ * JSON string `spec`, so this is decided here in C rather than in the query
+ * (FerretDB v1 cannot filter inside it either). */
+static int claimable(const bson_t *doc)
+{
+    const char *spec = cd_doc_str(doc, "spec");
+    json_t *user, *r;
+    int ok;
+
+    if (!spec)
+        return 1;
+    user = json_loads(spec, 0, NULL);
+    r = json_object_get(user, "replicas");
+    ok = !r || json_is_null(r) || (json_is_integer(r) && json_integer_value(r) == 1);
+    json_decref(user);
+    return ok;
+}
+
+#define CLAIM_PAGE 32
+
+/* One page of free configurations of type after *after (NULL = from the
+ * start), by _id. Fills ids/versions with the claimable ones (*ret_n) and
+ * *after with the page's last _id. Returns the page's size (claimable or not)
+ * or -1. */
+static int claim_page(struct cd_ctx *ctx, const char *type, bson_oid_t *after, int paging,
+                      bson_oid_t *ids, int64_t *versions, size_t *ret_n, struct sh_err *err)
+{
+    bson_t *filter = BCON_NEW("type", BCON_UTF8(type), "container", BCON_NULL);
+    bson_t *opts =
+        BCON_NEW("sort", "{", "_id", BCON_INT32(1), "}", "limit", BCON_INT64(CLAIM_PAGE),
+                 "projection", "{", "version", BCON_INT32(1), "spec", BCON_INT32(1), "}");
+    struct cd_conn c;
+    mongoc_cursor_t *cur;
+    const bson_t *doc;
+    bson_error_t e;
+    int seen = 0;
+
+    if (paging)
+        BCON_APPEND(filter, "_id", "{", "$gt", BCON_OID(after), "}");
+    *ret_n = 0;
+    cd_conn_open(ctx, &c, CD_COLL_CONFIGS);
+    cur = mongoc_collection_find_with_opts(c.coll, filter, opts, NULL);
+    while (seen < CLAIM_PAGE && mongoc_cursor_next(cur, &doc)) {
+        bson_iter_t it;
+        if (!bson_iter_init_find(&it, doc, "_id") || !BSON_ITER_HOLDS_OID(&it))
+            continue;
+        seen++;
+        bson_oid_copy(bson_iter_oid(&it), after);
+        if (!claimable(doc))
+            continue;
+        bson_oid_copy(bson_iter_oid(&it), &ids[*ret_n]);
+        versions[(*ret_n)++] = doc_int(doc, "version");
+    }
+    if (mongoc_cursor_error(cur, &e)) {
+        sh_mongo_err(err, &e, "find free configurations");
+        seen = -1;
+    }
+    mongoc_cursor_destroy(cur);
+    cd_conn_close(ctx, &c);
+    bson_destroy(opts);
+    bson_destroy(filter);
+    return seen;
+}
+
 int cd_store_claim(struct cd_ctx *ctx, const char *type, const char *container, json_t **ret_doc,
                    struct sh_err *err)
 {
     bson_t *held = NULL, *filter;
-    int rc;
+    bson_oid_t after;
+    int rc, paging = 0;
 
     sh_err_clear(err);
-    /* Idempotent: a claimer retrying after a lost answer gets its own back. */
+    /* Idempotent: a claimer retrying after a lost answer, or restarted under
+     * the same name, gets its own back (whatever its replicas say now). */
     filter = BCON_NEW("type", BCON_UTF8(type), "container", BCON_UTF8(container));
     rc = cd_find_one(ctx, CD_COLL_CONFIGS, filter, NULL, &held, err);
     bson_destroy(filter);
@@ -466,37 +534,24 @@ int cd_store_claim(struct cd_ctx *ctx, const char *type, const char *container, 
         return *ret_doc ? 1 : -1;
     }
 
-    filter = BCON_NEW("type", BCON_UTF8(type), "container", BCON_NULL);
+    memset(&after, 0, sizeof(after));
     for (int round = 0; round < MAX_ATTEMPTS; round++) {
-        bson_t *opts = BCON_NEW("sort", "{", "_id", BCON_INT32(1), "}", "limit", BCON_INT64(32),
-                                "projection", "{", "version", BCON_INT32(1), "}");
-        struct cd_conn c;
-        mongoc_cursor_t *cur;
-        const bson_t *doc;
-        bson_error_t e;
-        bson_oid_t ids[32];
-        int64_t versions[32];
+        bson_oid_t ids[CLAIM_PAGE];
+        int64_t versions[CLAIM_PAGE];
         size_t n = 0;
+        int seen = claim_page(ctx, type, &after, paging, ids, versions, &n, err);
 
-        cd_conn_open(ctx, &c, CD_COLL_CONFIGS);
-        cur = mongoc_collection_find_with_opts(c.coll, filter, opts, NULL);
-        while (n < 32 && mongoc_cursor_next(cur, &doc)) {
-            bson_iter_t it;
-            if (bson_iter_init_find(&it, doc, "_id") && BSON_ITER_HOLDS_OID(&it)) {
-                bson_oid_copy(bson_iter_oid(&it), &ids[n]);
-                versions[n++] = doc_int(doc, "version");
-            }
+        if (seen < 0)
+            return -1;
+        if (n == 0) {
+            if (seen < CLAIM_PAGE)
+                return 0; /* nothing (claimable) is free */
+            paging = 1;   /* a full page of parked/multi-replica ones: look further */
+            continue;
         }
-        rc = mongoc_cursor_error(cur, &e) ? -1 : 0;
-        if (rc < 0)
-            sh_mongo_err(err, &e, "find free configurations");
-        mongoc_cursor_destroy(cur);
-        cd_conn_close(ctx, &c);
-        bson_destroy(opts);
-        if (rc < 0 || n == 0)
-            break;
         /* Start at a random candidate so that concurrent claimers spread. */
         size_t start = (size_t)rand() % n;
+        rc = 0;
         for (size_t k = 0; k < n && rc == 0; k++) {
             size_t i = (start + k) % n;
             rc = claim_one(ctx, &ids[i], versions[i], container, err);
@@ -514,8 +569,8 @@ int cd_store_claim(struct cd_ctx *ctx, const char *type, const char *container, 
             }
         }
         if (rc != 0)
-            break;
+            return rc;
+        paging = 0; /* lost every candidate to other claimers: look again from the start */
     }
-    bson_destroy(filter);
-    return rc;
+    return 0;
 }

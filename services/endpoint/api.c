@@ -3,6 +3,7 @@
  *   GET|HEAD /, /items        the collection (JSON array; format=ndjson|csv;
  *                             filters, sort, paging, projection)
  *   GET|HEAD /items/{key}     one item by its datasource key
+ *   GET      /status          state (serving), container, configuration, data
  *   OPTIONS  (those paths)    CORS preflight
  * Other methods get 405 from the router.
  *
@@ -236,7 +237,27 @@ static void h_options(struct sh_http_req *req, struct sh_http_resp *resp, void *
     sh_http_resp_header(resp, "Access-Control-Max-Age", "86400");
 }
 
+/* GET /status: which configuration this endpoint serves, and its data. */
+static void h_status(struct sh_http_req *req, struct sh_http_resp *resp, void *arg)
+{
+    struct ep_ctx *ctx = arg;
+    struct ep_snapshot *s = ep_store_get(&ctx->store);
+    json_t *body;
+
+    (void)req;
+    body = json_pack("{s:s, s:s, s:s, s:s}", "state", "serving", "container",
+                     ctx->cfg->hostname ? ctx->cfg->hostname : "", "config_id", ctx->conf.id,
+                     "collection", ctx->conf.collection);
+    if (s) {
+        (void)json_object_set_new(body, "revision", json_integer((json_int_t)s->revision));
+        (void)json_object_set_new(body, "items", json_integer((json_int_t)s->n));
+    }
+    ep_snapshot_unref(s);
+    sh_http_resp_json(resp, 200, body);
+}
+
 const struct sh_http_route ep_routes[] = {
+    {"GET", "/status", h_status, 0},
     {"GET", "/", h_items, 0},
     {"GET", "/items", h_items, 0},
     {"GET", "/items/{key}", h_item, 0},

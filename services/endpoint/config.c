@@ -3,12 +3,15 @@
  * With CONFIG_ID the document comes from config-discovery
  * (GET /configurations/{id}); without it the endpoint claims a free endpoint
  * configuration (POST /configurations/claim) and remembers the id in its own
- * Redis (scrapr:endpoint:config_id) so a restart serves the same one. Every
+ * Redis (scrapr:endpoint:config_id) so a restart serves the same one (and the
+ * claim itself is idempotent per container, so one whose Redis was lost gets
+ * the same one back). Every
  * document fetched is cached in Redis (scrapr:config:<id>) and that cache is
  * used when config-discovery is unreachable, so an endpoint restarts while the
- * control plane is down. Runs on the main thread before the HTTP server
- * starts; blocks (with backoff) until a configuration is known or a stop is
- * requested. */
+ * control plane is down. Runs on the main thread before the endpoint's HTTP
+ * server starts; with an id it blocks (with backoff) until the configuration
+ * is known or a stop is requested; without one a failed claim makes it a
+ * spare (spare.c). */
 #include "endpoint.h"
 
 #include <stdlib.h>
@@ -201,9 +204,14 @@ static int load_cached(struct ep_ctx *ctx, const char *id)
     return rc;
 }
 
+/* The name a claim records in `container`: HOSTNAME (what the orchestrator
+ * sets to a spare's unit name and adopts it by), else SERVICE_ADDRESS, else
+ * the kernel's host name. */
 static char *container_name(const struct ep_ctx *ctx)
 {
     char host[256];
+    if (ctx->cfg->hostname && *ctx->cfg->hostname)
+        return sh_xstrdup(ctx->cfg->hostname);
     if (ctx->service_address && *ctx->service_address)
         return sh_xstrdup(ctx->service_address);
     if (gethostname(host, sizeof(host)) == 0) {
@@ -213,8 +221,7 @@ static char *container_name(const struct ep_ctx *ctx)
     return sh_xstrdup("endpoint");
 }
 
-/* 1 claimed, 0 none free, -1 failed. */
-static int claim(struct ep_ctx *ctx)
+int ep_config_claim(struct ep_ctx *ctx)
 {
     struct sh_http_client_opts o;
     struct sh_http_response resp;
@@ -245,6 +252,7 @@ static int claim(struct ep_ctx *ctx)
             }
             json_decref(doc);
         } else if (resp.status == 204) {
+            sh_log_debug("config_claim_none_free type=endpoint container=%s", container);
             rc = 0;
         } else {
             sh_log_warn("config_claim_failed url=%s status=%ld body=%.200s", url, resp.status,
@@ -268,33 +276,27 @@ int ep_config_acquire(struct ep_ctx *ctx)
         char *id = fixed && *fixed ? sh_xstrdup(fixed) : redis_get(ctx, CLAIMED_ID_KEY);
         int rc;
 
-        if (id) {
-            rc = fetch_by_id(ctx, id);
-            if (rc == 1) {
-                free(id);
-                return 0;
-            }
-            if (rc == 0) {
-                sh_log_error("config_not_found id=%s", id);
-                if (!(fixed && *fixed)) {
-                    /* the remembered claim is gone: claim another one */
-                    struct sh_err err;
-                    redisReply *r = sh_redis_command(ctx->redis, &err, "DEL %s", CLAIMED_ID_KEY);
-                    if (r)
-                        freeReplyObject(r);
-                }
-            } else if (load_cached(ctx, id) == 1) {
-                free(id);
-                return 0;
-            }
+        if (!id) /* nothing to serve yet: claim now, or wait as a spare (spare.c) */
+            return ep_config_claim(ctx) == 1 ? 0 : 1;
+        rc = fetch_by_id(ctx, id);
+        if (rc == 1) {
             free(id);
-        } else {
-            rc = claim(ctx);
-            if (rc == 1)
-                return 0;
-            if (rc == 0)
-                sh_log_info("config_claim_none_free type=endpoint");
+            return 0;
         }
+        if (rc == 0) {
+            sh_log_error("config_not_found id=%s", id);
+            if (!(fixed && *fixed)) {
+                /* the remembered claim is gone: claim another one */
+                struct sh_err err;
+                redisReply *r = sh_redis_command(ctx->redis, &err, "DEL %s", CLAIMED_ID_KEY);
+                if (r)
+                    freeReplyObject(r);
+            }
+        } else if (load_cached(ctx, id) == 1) {
+            free(id);
+            return 0;
+        }
+        free(id);
         if (sh_service_sleep(backoff))
             break;
         backoff = backoff * 2 > 5000 ? 5000 : backoff * 2;

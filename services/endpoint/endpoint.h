@@ -193,6 +193,9 @@ struct ep_config {
     long gzip_min;          /* EP_GZIP_MIN: on-the-fly gzip above this size */
     long persist_ms;        /* EP_PERSIST_MS: minimum gap between Redis writes */
     long page_limit;        /* EP_PAGE_LIMIT: items per datasource page */
+    char *hostname;         /* HOSTNAME: the container name a claim records */
+    char *revision_key;     /* SCRAPR_REVISION_KEY: Consul counter of configuration changes */
+    long claim_wait_s;      /* SCRAPR_CLAIM_WAIT: blocking wait = fallback re-try of a claim */
 };
 
 /* The endpoint configuration document fields it uses. */
@@ -236,12 +239,31 @@ struct ep_ctx {
     int64_t persisted_revision;
     int sync_stop;         /* atomic: asks the follower to stop (also cancels its request) */
     time_t last_confirm_s; /* main thread: last ep_tick Redis check */
+    /* spare (spare.c): atomics read by the waiting service's handlers */
+    int waiting;      /* no configuration yet: waiting for a claim */
+    long claim_tries; /* claims tried while waiting */
 };
 
 /* config.c: obtains the configuration (CONFIG_ID: config-discovery, else the
- * Redis cache; no CONFIG_ID: the id remembered in Redis, else a claim), retrying
- * until one is found or a stop is requested. Returns 0 or -1 (stopping). */
+ * Redis cache; no CONFIG_ID: the id remembered in Redis, else a claim). With an
+ * id it retries until the document is found or a stop is requested. Returns
+ * 0 loaded, 1 no id and nothing claimed (a spare: see ep_spare_wait), -1
+ * stopping. */
 int ep_config_acquire(struct ep_ctx *ctx);
+/* POST /configurations/claim as HOSTNAME (else SERVICE_ADDRESS, else the host
+ * name); adopts and remembers what it got. 1 claimed, 0 none free, -1 failed
+ * (logged). */
+int ep_config_claim(struct ep_ctx *ctx);
+
+struct sh_service_config;
+
+/* spare.c: a spare endpoint's wait. Serves GET /status and /health (healthy
+ * while its Redis answers; "/" and /items answer 503) and claims as soon as
+ * the configuration revision moves in Consul (and every claim_wait_s
+ * regardless). Returns 0 once a configuration is adopted (the waiting server
+ * is stopped again, so the caller starts the real one under its tags), -1
+ * when stopping or the server could not start (logged). */
+int ep_spare_wait(struct ep_ctx *ctx, const struct sh_service_config *scfg);
 /* URL of a peer ("http://h:p", no trailing slash); caller frees; NULL if unknown. */
 char *ep_peer_url(struct sh_discovery *d, const char *fixed, struct sh_err *err);
 

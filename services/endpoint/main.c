@@ -46,6 +46,12 @@ int main(int argc, char **argv)
          "minimum gap between snapshot writes to Redis (ms)"},
         {"EP_PAGE_LIMIT", SH_ENV_INT, &cfg.page_limit, "10000", 1, 10000,
          "items per page asked of the datasource"},
+        {"HOSTNAME", SH_ENV_STRING, &cfg.hostname, "", 0, 0,
+         "container name a claim records (empty: SERVICE_ADDRESS, else the host name)"},
+        {"SCRAPR_REVISION_KEY", SH_ENV_STRING, &cfg.revision_key, "scrapr/revisions/configurations",
+         0, 0, "Consul KV counter a spare watches to claim as soon as a configuration appears"},
+        {"SCRAPR_CLAIM_WAIT", SH_ENV_INT, &cfg.claim_wait_s, "3", 1, 60,
+         "seconds a spare waits on Consul before it re-tries a claim anyway"},
         {NULL, 0, NULL, NULL, 0, 0, NULL},
     };
 
@@ -68,18 +74,24 @@ int main(int argc, char **argv)
     ctx.redis = sh_redis_new(cfg.redis_url, &err);
     if (!ctx.redis)
         sh_fatal("REDIS_URL: %s", err.msg);
-    if (!*cfg.datasource || !*cfg.config_discovery) {
-        ctx.consul = sh_consul_new(scfg.consul_addr, NULL, &err);
-        if (!ctx.consul)
-            sh_fatal("CONSUL_HTTP_ADDR: %s", err.msg);
-        if (!*cfg.datasource)
-            ctx.ds_discovery = sh_discovery_new(ctx.consul, "datasource", NULL);
-        if (!*cfg.config_discovery)
-            ctx.cd_discovery = sh_discovery_new(ctx.consul, "config-discovery", NULL);
-    }
+    /* Consul also carries the revision a spare watches for its claim. */
+    ctx.consul = sh_consul_new(scfg.consul_addr, NULL, &err);
+    if (!ctx.consul)
+        sh_fatal("CONSUL_HTTP_ADDR: %s", err.msg);
+    if (!*cfg.datasource)
+        ctx.ds_discovery = sh_discovery_new(ctx.consul, "datasource", NULL);
+    if (!*cfg.config_discovery)
+        ctx.cd_discovery = sh_discovery_new(ctx.consul, "config-discovery", NULL);
 
-    if (ep_config_acquire(&ctx) < 0) {
-        rc = 0; /* stopped before a configuration was found */
+    switch (ep_config_acquire(&ctx)) {
+    case 0:
+        break;
+    case 1: /* a spare: wait for a claim, then start as the claimed endpoint */
+        if (ep_spare_wait(&ctx, &scfg) == 0)
+            break;
+        /* fall through */
+    default:
+        rc = sh_service_stopping() ? 0 : 1; /* stopped before a configuration was found */
         goto out;
     }
     (void)ep_sync_load_redis(&ctx);

@@ -45,6 +45,9 @@ struct scr_ctx {
     pthread_mutex_t mu;
     json_t *last_run;
     int running, config_cached;
+    int waiting;      /* a spare waiting for a claim */
+    int just_loaded;  /* main thread: the loop's first round need not reload */
+    long claim_tries; /* claims tried while waiting */
     long runs;
     double next_run;
     char last_config_error[512];
@@ -209,7 +212,56 @@ int scr_ctx_load_config(struct scr_ctx *c, struct sh_err *err)
         config_error(c, err ? err->msg : "invalid");
         return -1;
     }
+    c->just_loaded = 1;
     return 0;
+}
+
+int scr_ctx_unclaimed(const struct scr_ctx *c)
+{
+    return scr_source_id(c->source) == NULL;
+}
+
+static void set_waiting(struct scr_ctx *c, int waiting, long tries)
+{
+    (void)pthread_mutex_lock(&c->mu);
+    c->waiting = waiting;
+    c->claim_tries = tries;
+    (void)pthread_mutex_unlock(&c->mu);
+}
+
+int scr_ctx_wait_claim(struct scr_ctx *c, int (*stopping)(void), int (*sleep_ms)(long))
+{
+    struct scr_revision rev;
+    char last[SH_ERR_MSG_MAX] = "";
+    long tries = 0;
+
+    scr_revision_init(&rev, c->consul, c->cfg->revision_key, c->cfg->claim_wait_s);
+    set_waiting(c, 1, 0);
+    sh_log_info("waiting_for_claim container=%s revision_key=%s", c->cfg->container,
+                c->cfg->revision_key);
+    /* The index first: a configuration posted after this look still wakes us. */
+    scr_revision_prime(&rev);
+    while (!stopping()) {
+        struct sh_err err = {0};
+        tries++;
+        if (scr_ctx_load_config(c, &err) == 0) {
+            set_waiting(c, 0, tries);
+            sh_log_info("claimed id=%s collection=%s container=%s tries=%ld", c->id, c->collection,
+                        c->cfg->container, tries);
+            return 0;
+        }
+        set_waiting(c, 1, tries);
+        if (err.code == SH_ENOTFOUND) {
+            sh_log_debug("claim_none_free container=%s", c->cfg->container);
+            last[0] = '\0';
+        } else if (strcmp(last, err.msg) != 0) {
+            sh_log_warn("claim_failed container=%s error=\"%s\"", c->cfg->container, err.msg);
+            snprintf(last, sizeof(last), "%s", err.msg);
+        }
+        if (scr_revision_wait(&rev, sleep_ms) < 0)
+            break;
+    }
+    return -1;
 }
 
 int scr_ctx_attach(struct scr_ctx *c, struct sh_metrics *m, struct sh_err *err)
@@ -236,6 +288,11 @@ int scr_ctx_attach(struct scr_ctx *c, struct sh_metrics *m, struct sh_err *err)
         c->m_dur = sh_metrics_histogram(m, "scrapr_scraper_run_seconds", "Run duration", NULL, 0);
     }
     return scr_outbox_start(c->outbox, err);
+}
+
+void scr_ctx_detach(struct scr_ctx *c)
+{
+    scr_outbox_stop(c->outbox);
 }
 
 static double wall_now(void)
@@ -312,7 +369,10 @@ void scr_ctx_loop(struct scr_ctx *c, int (*stopping)(void), int (*sleep_ms)(long
 {
     while (!stopping()) {
         struct sh_err err = {0};
-        if (scr_ctx_load_config(c, &err) < 0) {
+        /* Right after a load (start, claim) scrape at once: no second fetch. */
+        if (c->just_loaded)
+            c->just_loaded = 0;
+        else if (scr_ctx_load_config(c, &err) < 0) {
             if (err.code == SH_ENOTFOUND) {
                 /* deleted (or nothing to claim): stop scraping, turn unhealthy */
                 sh_log_warn("config_unavailable error=\"%s\"", err.msg);
@@ -363,11 +423,15 @@ void scr_status_handler(struct sh_http_req *req, struct sh_http_resp *resp, void
     if (c->next_run > 0)
         scr_iso_time(c->next_run, next, sizeof(next));
     json_t *body = json_pack(
-        "{s:s?, s:s?, s:I, s:b, s:s, s:I, s:O?, s:s?, s:s?, s:{s:I, s:I, s:I, s:I, s:I, s:I, "
-        "s:s?}}",
-        "config_id", c->id, "collection", c->collection, "version", (json_int_t)c->version,
-        "config_cached", c->config_cached, "state", c->running ? "running" : "idle", "runs",
-        (json_int_t)c->runs, "last_run", c->last_run, "next_run", next[0] ? next : NULL,
+        "{s:s?, s:I, s:s?, s:s?, s:I, s:b, s:s, s:I, s:O?, s:s?, s:s?, s:{s:I, s:I, s:I, s:I, "
+        "s:I, s:I, s:s?}}",
+        "container", c->cfg->container, "claim_tries", (json_int_t)c->claim_tries, "config_id",
+        c->id, "collection", c->collection, "version", (json_int_t)c->version, "config_cached",
+        c->config_cached, "state",
+        c->waiting   ? "waiting_for_claim"
+        : c->running ? "running"
+                     : "idle",
+        "runs", (json_int_t)c->runs, "last_run", c->last_run, "next_run", next[0] ? next : NULL,
         "config_error", c->last_config_error[0] ? c->last_config_error : NULL, "outbox", "pending",
         (json_int_t)os.pending, "enqueued", (json_int_t)os.enqueued, "delivered",
         (json_int_t)os.delivered, "duplicates", (json_int_t)os.duplicates, "dead",
@@ -393,8 +457,12 @@ int scr_health(json_t *checks, void *arg)
         (void)json_object_set_new(checks, "redis", json_string("ok"));
     }
     (void)pthread_mutex_lock(&c->mu);
-    int loaded = c->collection != NULL;
+    int loaded = c->collection != NULL, waiting = c->waiting;
     (void)pthread_mutex_unlock(&c->mu);
-    (void)json_object_set_new(checks, "config", json_string(loaded ? "ok" : "not loaded"));
-    return ok && loaded ? 0 : -1;
+    /* A spare is healthy while it waits: it is ready to take a configuration. */
+    (void)json_object_set_new(checks, "config",
+                              json_string(waiting  ? "waiting for a claim"
+                                          : loaded ? "ok"
+                                                   : "not loaded"));
+    return ok && (loaded || waiting) ? 0 : -1;
 }

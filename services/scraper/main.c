@@ -53,6 +53,10 @@ static void env_table(struct scr_config *c, struct sh_envconf *table, size_t cap
          "linked pages fetched per run"},
         {"SCRAPR_MIN_INTERVAL", SH_ENV_INT, &c->min_interval_s, "1", 0, 86400,
          "minimum seconds between runs"},
+        {"SCRAPR_REVISION_KEY", SH_ENV_STRING, &c->revision_key, "scrapr/revisions/configurations",
+         0, 0, "Consul KV counter a spare watches to claim as soon as a configuration appears"},
+        {"SCRAPR_CLAIM_WAIT", SH_ENV_INT, &c->claim_wait_s, "3", 1, 60,
+         "seconds a spare waits on Consul before it re-tries a claim anyway"},
         {NULL, 0, NULL, NULL, 0, 0, NULL},
     };
     if (sizeof(t) / sizeof(t[0]) > cap)
@@ -63,7 +67,7 @@ static void env_table(struct scr_config *c, struct sh_envconf *table, size_t cap
 int main(int argc, char **argv)
 {
     struct scr_config cfg = {0};
-    struct sh_envconf table[16];
+    struct sh_envconf table[20];
     env_table(&cfg, table, sizeof(table) / sizeof(table[0]));
     if (argc == 3 && strcmp(argv[1], "--once") == 0) {
         (void)sh_log_setup("scraper", getenv("LOG_LEVEL"), NULL);
@@ -88,22 +92,13 @@ int main(int argc, char **argv)
     if (!ctx)
         sh_fatal("REDIS_URL: %s", err.msg);
 
-    /* The Consul tags name the collection, so the configuration comes first. */
+    /* The Consul tags name the collection, so the configuration comes first.
+     * A scraper with nothing to load (no CONFIG_ID, no claim remembered, none
+     * free) is a spare: it serves /status and /health while it waits for a
+     * claim, then starts again under its tags. */
     (void)signal(SIGTERM, on_early_signal);
     (void)signal(SIGINT, on_early_signal);
-    while (scr_ctx_load_config(ctx, &err) < 0) {
-        sh_log_warn("config_wait error=\"%s\"", err.msg);
-        for (int i = 0; i < 20 && !early_stopping(); i++)
-            (void)usleep(100000);
-        if (early_stopping()) {
-            scr_ctx_free(ctx);
-            sh_consul_free(consul);
-            return 0;
-        }
-    }
-    char *tag_coll = sh_xasprintf("collection=%s", scr_ctx_collection(ctx));
-    char *tag_cfg = sh_xasprintf("config=%s", scr_ctx_config_id(ctx));
-    const char *tags[] = {tag_coll, tag_cfg, NULL};
+    struct sh_service *s = NULL;
     static const struct sh_http_route routes[] = {
         {"GET", "/status", scr_status_handler, 0},
         {NULL, NULL, NULL, 0},
@@ -116,9 +111,41 @@ int main(int argc, char **argv)
         .threads = 2,
         .health = scr_health,
         .health_arg = ctx,
-        .tags = tags,
     };
-    struct sh_service *s = sh_service_start(&so, &err);
+    if (scr_ctx_load_config(ctx, &err) < 0 && scr_ctx_unclaimed(ctx)) {
+        s = sh_service_start(&so, &err);
+        if (!s)
+            sh_fatal("service: %s", err.msg);
+        if (early_stopping())
+            sh_service_request_stop();
+        int claimed = scr_ctx_wait_claim(ctx, sh_service_stopping, sh_service_sleep) == 0;
+        /* Restarted so that Consul carries the collection/config tags. */
+        sh_service_stop(s);
+        s = NULL;
+        if (!claimed) {
+            scr_ctx_free(ctx);
+            sh_consul_free(consul);
+            sh_envconf_done(table);
+            sh_service_config_done(&svc);
+            return 0;
+        }
+    } else if (!scr_ctx_collection(ctx)) {
+        while (scr_ctx_load_config(ctx, &err) < 0) {
+            sh_log_warn("config_wait error=\"%s\"", err.msg);
+            for (int i = 0; i < 20 && !early_stopping(); i++)
+                (void)usleep(100000);
+            if (early_stopping()) {
+                scr_ctx_free(ctx);
+                sh_consul_free(consul);
+                return 0;
+            }
+        }
+    }
+    char *tag_coll = sh_xasprintf("collection=%s", scr_ctx_collection(ctx));
+    char *tag_cfg = sh_xasprintf("config=%s", scr_ctx_config_id(ctx));
+    const char *tags[] = {tag_coll, tag_cfg, NULL};
+    so.tags = tags;
+    s = sh_service_start(&so, &err);
     if (!s)
         sh_fatal("service: %s", err.msg);
     if (early_stopping())
@@ -127,6 +154,7 @@ int main(int argc, char **argv)
         sh_fatal("outbox: %s", err.msg);
     scr_ctx_loop(ctx, sh_service_stopping, sh_service_sleep);
     sh_log_info("stopping");
+    scr_ctx_detach(ctx);
     sh_service_stop(s);
     scr_ctx_free(ctx);
     sh_consul_free(consul);

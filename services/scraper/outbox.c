@@ -78,17 +78,23 @@ struct scr_outbox *scr_outbox_new(struct sh_redis *r, const struct scr_outbox_op
     return o;
 }
 
+void scr_outbox_stop(struct scr_outbox *o)
+{
+    if (!o || !o->started)
+        return;
+    (void)pthread_mutex_lock(&o->mu);
+    o->stopping = 1;
+    (void)pthread_cond_signal(&o->cv);
+    (void)pthread_mutex_unlock(&o->mu);
+    (void)pthread_join(o->thread, NULL);
+    o->started = 0;
+}
+
 void scr_outbox_free(struct scr_outbox *o)
 {
     if (!o)
         return;
-    if (o->started) {
-        (void)pthread_mutex_lock(&o->mu);
-        o->stopping = 1;
-        (void)pthread_cond_signal(&o->cv);
-        (void)pthread_mutex_unlock(&o->mu);
-        (void)pthread_join(o->thread, NULL);
-    }
+    scr_outbox_stop(o);
     (void)pthread_cond_destroy(&o->cv);
     (void)pthread_mutex_destroy(&o->mu);
     (void)pthread_mutex_destroy(&o->drain_mu);

@@ -161,6 +161,9 @@ struct scr_outbox;
 /* Borrows r and metrics (they must outlive the outbox). */
 struct scr_outbox *scr_outbox_new(struct sh_redis *r, const struct scr_outbox_opts *opts);
 void scr_outbox_free(struct scr_outbox *o); /* stops the drainer; NULL is a no-op */
+/* Stops and joins the drainer (it touches the metrics, so this comes before
+ * they are freed); the outbox stays readable. NULL or stopped: a no-op. */
+void scr_outbox_stop(struct scr_outbox *o);
 /* Splits items (array, borrowed) into batches {"collection","config_id",
  * "batch_id","key","data"} with a fresh random 128-bit batch_id each, and
  * appends them all to the Redis outbox in one RPUSH (all or none). Returns the
@@ -271,9 +274,31 @@ void scr_iso_time(double t, char *buf, size_t len);
  * Returns the process exit status (0 ok, 1 invalid config or failed source). */
 int scr_once_main(const char *path, const struct scr_fetch_opts *base);
 
-/* ---- loop.c ------------------------------------------------------------ */
+/* ---- revision.c -------------------------------------------------------- */
 
 struct sh_consul;
+
+/* Follows the Consul KV counter config-discovery bumps on every change. */
+struct scr_revision {
+    struct sh_consul *consul; /* borrowed, may be NULL (then waits are sleeps) */
+    const char *key;          /* borrowed */
+    long wait_s;              /* blocking-query wait = fallback re-try period */
+    uint64_t index;           /* last index seen; 0 = unknown */
+    int consul_down;          /* logged once per outage */
+};
+
+void scr_revision_init(struct scr_revision *r, struct sh_consul *consul, const char *key,
+                       long wait_s);
+/* Learns the current index without blocking. Call it before looking at the
+ * state the counter guards, so a change after that look wakes the next wait. */
+void scr_revision_prime(struct scr_revision *r);
+/* Returns 1 as soon as the counter moves past the index last seen, 0 after
+ * wait_s without a change (or when Consul is down: then it sleeps wait_s),
+ * -1 when sleep_ms reported a stop request. */
+int scr_revision_wait(struct scr_revision *r, int (*sleep_ms)(long));
+
+/* ---- loop.c ------------------------------------------------------------ */
+
 struct sh_http_req;
 struct sh_http_resp;
 
@@ -291,6 +316,8 @@ struct scr_config {
     long batch_items;     /* SCRAPR_BATCH_ITEMS */
     long max_follows;     /* SCRAPR_MAX_FOLLOWS per run */
     long min_interval_s;  /* SCRAPR_MIN_INTERVAL: floor under ttl between runs */
+    char *revision_key;   /* SCRAPR_REVISION_KEY: Consul counter of configuration changes */
+    long claim_wait_s;    /* SCRAPR_CLAIM_WAIT: blocking wait = fallback re-try of a claim */
 };
 
 struct scr_ctx;
@@ -301,11 +328,21 @@ struct scr_ctx *scr_ctx_new(const struct scr_config *cfg, struct sh_consul *cons
 void scr_ctx_free(struct scr_ctx *c);
 /* Loads and compiles the configuration (claiming one when needed). 0 or -1. */
 int scr_ctx_load_config(struct scr_ctx *c, struct sh_err *err);
+/* 1 when this scraper has no configuration id yet (no CONFIG_ID, no claim
+ * remembered in Redis and none made): it is a spare that waits for a claim. */
+int scr_ctx_unclaimed(const struct scr_ctx *c);
+/* A spare's wait: claims as soon as the configuration revision moves in
+ * Consul (and every claim_wait_s regardless), reporting "waiting_for_claim"
+ * on /status and staying healthy meanwhile. Returns 0 once a configuration
+ * is loaded, -1 when stopping() became non-zero. */
+int scr_ctx_wait_claim(struct scr_ctx *c, int (*stopping)(void), int (*sleep_ms)(long));
 /* Borrowed until the next load: the configuration's id and collection. */
 const char *scr_ctx_config_id(const struct scr_ctx *c);
 const char *scr_ctx_collection(const struct scr_ctx *c);
 /* Creates the outbox (metrics may be NULL) and starts its drainer. */
 int scr_ctx_attach(struct scr_ctx *c, struct sh_metrics *metrics, struct sh_err *err);
+/* Stops the outbox drainer: call before the service (and its metrics) stops. */
+void scr_ctx_detach(struct scr_ctx *c);
 /* Scrapes now and every ttl until stopping() returns non-zero. */
 void scr_ctx_loop(struct scr_ctx *c, int (*stopping)(void), int (*sleep_ms)(long));
 /* GET /status handler (arg = ctx) and the /health check. */

@@ -1,7 +1,8 @@
 /* config-discovery's store and tailer against the real FerretDB of the test
  * bed (no HTTP): materialisation with exactly one endpoint configuration per
  * collection, restart resume without resurrection, two tailers on one
- * database, the claim race, replace/delete rules. Each test uses its own
+ * database, the claim race, claims skipping replicas other than 1,
+ * replace/delete rules. Each test uses its own
  * database. */
 #include "check.h"
 #include "harness.h"
@@ -12,6 +13,7 @@
 
 #include "config_discovery.h"
 #include "shared/log.h"
+#include "shared/xalloc.h"
 
 static struct cd_config cfg = {
     .post_wait_ms = 5000,
@@ -354,6 +356,72 @@ static void test_claim_assigns_each_config_once(void)
     free(db);
 }
 
+/* Submits a scraper configuration of collection whose replicas is r (-1 = absent). */
+static void submit_replicas(struct cd_ctx *ctx, const char *collection, int r, bson_oid_t *ret_id)
+{
+    struct sh_err err;
+    json_t *user = json_pack("{s:s, s:i, s:{s:s}}", "collection", collection, "ttl", 60, "source",
+                             "url", "http://127.0.0.1:1/");
+    int64_t seq;
+    if (r >= 0)
+        (void)json_object_set_new(user, "replicas", json_integer(r));
+    bson_oid_init(ret_id, NULL);
+    if (cd_store_submit(ctx, ret_id, collection, user, &seq, &err) != 0)
+        CHECK_FAIL("submit: %s", err.msg);
+    json_decref(user);
+}
+
+static void test_claim_skips_replicas_other_than_one(void)
+{
+    struct cd_ctx ctx;
+    struct sh_err err;
+    bson_oid_t id, want_absent, want_one;
+    char hex_absent[25], hex_one[25], *got[2];
+    json_t *doc = NULL;
+    char *db = th_unique("t_cds_replicas");
+
+    ctx_open(&ctx, db);
+    start_tailer(&ctx);
+    /* More parked (0) and orchestrator-placed (3) ones than a claim reads at
+     * once, all older (smaller _id) than the two a claim may take. */
+    for (int i = 0; i < 40; i++)
+        submit_replicas(&ctx, "parked", i % 2 ? 3 : 0, &id);
+    submit_replicas(&ctx, "parked", -1, &want_absent);
+    submit_replicas(&ctx, "parked", 1, &want_one);
+    wait_count(&ctx, "scraper", NULL, 42);
+    bson_oid_to_string(&want_absent, hex_absent);
+    bson_oid_to_string(&want_one, hex_one);
+    for (int i = 0; i < 2; i++) {
+        char name[32];
+        (void)snprintf(name, sizeof(name), "spare-%d", i);
+        ASSERT_EQ(cd_store_claim(&ctx, "scraper", name, &doc, &err), 1);
+        got[i] = sh_xstrdup(json_string_value(json_object_get(doc, "_id")));
+        ASSERT_STR_EQ(json_string_value(json_object_get(doc, "container")), name);
+        json_decref(doc);
+        doc = NULL;
+    }
+    ASSERT(strcmp(got[0], got[1]) != 0);
+    ASSERT(strcmp(got[0], hex_absent) == 0 || strcmp(got[0], hex_one) == 0);
+    ASSERT(strcmp(got[1], hex_absent) == 0 || strcmp(got[1], hex_one) == 0);
+    /* Nothing claimable is left: the 40 others stay free. */
+    ASSERT_EQ(cd_store_claim(&ctx, "scraper", "spare-2", &doc, &err), 0);
+    {
+        struct cd_list_query q = {.type = "scraper", .container_null = 1, .limit = 100};
+        json_t *out = NULL;
+        ASSERT_EQ(cd_store_list(&ctx, &q, &out, &err), 0);
+        ASSERT_EQ(json_integer_value(json_object_get(out, "total")), 40);
+        json_decref(out);
+    }
+    /* Idempotent per container: spare-0 asking again (a restart) gets its own. */
+    ASSERT_EQ(cd_store_claim(&ctx, "scraper", "spare-0", &doc, &err), 1);
+    ASSERT_STR_EQ(json_string_value(json_object_get(doc, "_id")), got[0]);
+    json_decref(doc);
+    free(got[0]);
+    free(got[1]);
+    ctx_close(&ctx);
+    free(db);
+}
+
 static void test_replace_moves_endpoint_and_delete_removes_it(void)
 {
     struct cd_ctx ctx;
@@ -533,6 +601,7 @@ int main(void)
     RUN(test_replay_from_scratch_is_idempotent);
     RUN(test_two_tailers_create_everything_exactly_once);
     RUN(test_claim_assigns_each_config_once);
+    RUN(test_claim_skips_replicas_other_than_one);
     RUN(test_replace_moves_endpoint_and_delete_removes_it);
     RUN(test_concurrent_replaces_lose_no_version);
     RUN(test_sequence_hole_is_skipped_and_late_fill_materialised);

@@ -91,6 +91,7 @@ static void start_endpoint(const char *config_id)
                          ds,
                          consul,
                          "SERVICE_ADDRESS=127.0.0.1",
+                         "HOSTNAME=ep-config-claimer",
                          "SCRAPR_API_TOKEN=" TOKEN,
                          "EP_THREADS=1",
                          "LOG_LEVEL=debug",
@@ -184,7 +185,8 @@ static void test_claims_the_auto_created_endpoint_configuration(void)
         char *curl = sh_xasprintf("%s/configurations/%s", T.cd_url, eid);
         v = http_json("GET", curl, NULL, &st);
         ASSERT_EQ(st, 200);
-        ASSERT_STR_EQ(json_string_value(json_object_get(v, "container")), "127.0.0.1");
+        /* the claim records HOSTNAME (a spare's unit name), not SERVICE_ADDRESS */
+        ASSERT_STR_EQ(json_string_value(json_object_get(v, "container")), "ep-config-claimer");
         json_decref(v);
         free(curl);
     }
