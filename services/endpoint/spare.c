@@ -18,82 +18,9 @@
 #include <string.h>
 #include <time.h>
 
+#include "shared/kv_watch.h"
 #include "shared/log.h"
 #include "shared/service.h"
-
-static long mono_ms(void)
-{
-    struct timespec ts;
-    (void)clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* ---- the revision watch ---- */
-
-struct watch {
-    struct sh_consul *consul; /* may be NULL: waits are sleeps */
-    const char *key;
-    long wait_s;
-    uint64_t index; /* last seen; 0 = unknown */
-    int down;
-};
-
-static void watch_note(struct watch *w, int ok, const struct sh_err *err)
-{
-    if (!ok && !w->down)
-        sh_log_warn("claim_watch_degraded key=%s error=\"%s\" (re-trying claims every %lds)",
-                    w->key, err->msg, w->wait_s);
-    else if (ok && w->down)
-        sh_log_info("claim_watch_recovered key=%s", w->key);
-    w->down = !ok;
-}
-
-/* Learns the current index; called before a claim so that a change after the
- * claim's look wakes the next wait. */
-static void watch_prime(struct watch *w)
-{
-    struct sh_err err;
-    uint64_t index = 0;
-    int rc;
-
-    if (!w->consul)
-        return;
-    rc = sh_consul_kv_get(w->consul, w->key, 0, 0, NULL, &index, &err);
-    watch_note(w, rc >= 0, &err);
-    w->index = rc >= 0 ? index : 0;
-}
-
-static int sleep_rest(const struct watch *w, long spent)
-{
-    long rest = w->wait_s * 1000 - spent;
-    return rest > 0 && sh_service_sleep(rest) ? -1 : 0;
-}
-
-/* 1 the counter moved, 0 wait_s passed (or Consul is down), -1 stopping. */
-static int watch_wait(struct watch *w)
-{
-    struct sh_err err;
-    uint64_t index = 0;
-    long t0 = mono_ms(), spent;
-    int rc;
-
-    if (!w->index) {
-        watch_prime(w);
-        return sleep_rest(w, mono_ms() - t0);
-    }
-    rc = sh_consul_kv_get(w->consul, w->key, w->index, (unsigned)w->wait_s, NULL, &index, &err);
-    watch_note(w, rc >= 0, &err);
-    if (rc < 0) {
-        w->index = 0;
-        return sleep_rest(w, mono_ms() - t0);
-    }
-    if (index && index != w->index) { /* moved on, or back after a Consul restart */
-        w->index = index;
-        return 1;
-    }
-    spent = mono_ms() - t0; /* a quick answer without a change is not a wait: no spinning */
-    return spent < 100 ? sleep_rest(w, spent) : 0;
-}
 
 /* ---- the waiting server ---- */
 
@@ -138,13 +65,14 @@ static int spare_health(json_t *checks, void *arg)
 
 int ep_spare_wait(struct ep_ctx *ctx, const struct sh_service_config *scfg)
 {
-    struct watch w = {ctx->consul, ctx->cfg->revision_key, ctx->cfg->claim_wait_s, 0, 0};
+    struct sh_kv_watch w;
     struct sh_service_opts so;
     struct sh_service *svc;
     struct sh_err err;
     long tries = 0;
     int claimed = 0;
 
+    sh_kv_watch_init(&w, ctx->consul, ctx->cfg->revision_key, ctx->cfg->claim_wait_s);
     memset(&so, 0, sizeof(so));
     so.name = "endpoint";
     so.cfg = scfg;
@@ -162,7 +90,7 @@ int ep_spare_wait(struct ep_ctx *ctx, const struct sh_service_config *scfg)
     }
     sh_log_info("waiting_for_claim container=%s revision_key=%s", ctx->cfg->hostname,
                 ctx->cfg->revision_key);
-    watch_prime(&w);
+    sh_kv_watch_prime(&w);
     while (!sh_service_stopping()) {
         tries++;
         __atomic_store_n(&ctx->claim_tries, tries, __ATOMIC_RELAXED);
@@ -170,7 +98,7 @@ int ep_spare_wait(struct ep_ctx *ctx, const struct sh_service_config *scfg)
             claimed = 1;
             break;
         }
-        if (watch_wait(&w) < 0)
+        if (sh_kv_watch_wait(&w, sh_service_sleep) < 0)
             break;
     }
     __atomic_store_n(&ctx->waiting, 0, __ATOMIC_RELAXED);

@@ -14,6 +14,7 @@
 #include "shared/dsl.h"
 #include "shared/extract.h"
 #include "shared/http_server.h"
+#include "shared/kv_watch.h"
 #include "shared/log.h"
 #include "shared/metrics.h"
 #include "shared/redis.h"
@@ -231,16 +232,16 @@ static void set_waiting(struct scr_ctx *c, int waiting, long tries)
 
 int scr_ctx_wait_claim(struct scr_ctx *c, int (*stopping)(void), int (*sleep_ms)(long))
 {
-    struct scr_revision rev;
+    struct sh_kv_watch rev;
     char last[SH_ERR_MSG_MAX] = "";
     long tries = 0;
 
-    scr_revision_init(&rev, c->consul, c->cfg->revision_key, c->cfg->claim_wait_s);
+    sh_kv_watch_init(&rev, c->consul, c->cfg->revision_key, c->cfg->claim_wait_s);
     set_waiting(c, 1, 0);
     sh_log_info("waiting_for_claim container=%s revision_key=%s", c->cfg->container,
                 c->cfg->revision_key);
     /* The index first: a configuration posted after this look still wakes us. */
-    scr_revision_prime(&rev);
+    sh_kv_watch_prime(&rev);
     while (!stopping()) {
         struct sh_err err = {0};
         tries++;
@@ -258,7 +259,7 @@ int scr_ctx_wait_claim(struct scr_ctx *c, int (*stopping)(void), int (*sleep_ms)
             sh_log_warn("claim_failed container=%s error=\"%s\"", c->cfg->container, err.msg);
             snprintf(last, sizeof(last), "%s", err.msg);
         }
-        if (scr_revision_wait(&rev, sleep_ms) < 0)
+        if (sh_kv_watch_wait(&rev, sleep_ms) < 0)
             break;
     }
     return -1;
@@ -365,29 +366,94 @@ static int wait_for_redis(struct scr_ctx *c, long max_ms, int (*sleep_ms)(long))
     return 0;
 }
 
+/* A failed (re)load. Returns 1 when the scraper must end: its claimed
+ * configuration was deleted, so it releases the claim and exits, and its
+ * restart (Docker's restart policy) waits as a spare again. */
+static int load_failed(struct scr_ctx *c, const struct sh_err *err)
+{
+    if (err->code != SH_ENOTFOUND) {
+        sh_log_warn("config_reload_failed error=\"%s\" keeping_version=%ld", err->msg, c->version);
+        return 0;
+    }
+    if (scr_source_release(c->source)) {
+        sh_log_info("claimed_config_deleted error=\"%s\": released, exiting to start again as "
+                    "a spare",
+                    err->msg);
+        return 1;
+    }
+    /* deleted (CONFIG_ID fixed): stop scraping, turn unhealthy */
+    sh_log_warn("config_unavailable error=\"%s\"", err->msg);
+    sh_dsl_free(c->dsl);
+    c->dsl = NULL;
+    c->version = -1;
+    (void)pthread_mutex_lock(&c->mu);
+    free(c->collection);
+    c->collection = NULL;
+    (void)pthread_mutex_unlock(&c->mu);
+    return 0;
+}
+
+static double mono_now(void)
+{
+    struct timespec ts;
+    (void)clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Sleeps until the next run, wait_ms from now. Meanwhile each move of the
+ * configuration revision (Consul; waits of at most SCRAPR_CLAIM_WAIT so a
+ * stop is not held up) re-reads this scraper's configuration: a new version
+ * runs at once, a deletion ends a claimed scraper, and other configurations'
+ * changes leave the schedule alone. 0 = run now, -1 = stop. */
+static int wait_next_run(struct scr_ctx *c, struct sh_kv_watch *w, long wait_ms,
+                         int (*stopping)(void), int (*sleep_ms)(long))
+{
+    double deadline = mono_now() + (double)wait_ms / 1000.0;
+
+    for (;;) {
+        double left = deadline - mono_now();
+        if (stopping())
+            return -1;
+        if (left <= 0)
+            return 0;
+        /* (without a known index the watch re-learns it and sleeps one chunk) */
+        if (!w->consul || !w->key || !*w->key || left < 1.0)
+            return sleep_ms((long)(left * 1000.0)) ? -1 : 0;
+        w->wait_s = (long)left < c->cfg->claim_wait_s ? (long)left : c->cfg->claim_wait_s;
+        int rc = sh_kv_watch_wait(w, sleep_ms);
+        if (rc < 0)
+            return -1;
+        if (rc == 0)
+            continue;
+        long before = c->version;
+        struct sh_err err = {0};
+        if (scr_ctx_load_config(c, &err) < 0) {
+            if (load_failed(c, &err))
+                return -1;
+            continue;
+        }
+        if (c->version != before) {
+            sh_log_info("config_changed id=%s version=%ld (was %ld): running now", c->id,
+                        c->version, before);
+            return 0;
+        }
+    }
+}
+
 void scr_ctx_loop(struct scr_ctx *c, int (*stopping)(void), int (*sleep_ms)(long))
 {
+    struct sh_kv_watch rev;
+
+    sh_kv_watch_init(&rev, c->consul, c->cfg->revision_key, c->cfg->claim_wait_s);
+    if (rev.consul && rev.key && *rev.key)
+        sh_kv_watch_prime(&rev);
     while (!stopping()) {
         struct sh_err err = {0};
-        /* Right after a load (start, claim) scrape at once: no second fetch. */
+        /* Right after a load (start, claim, change) scrape at once: no second fetch. */
         if (c->just_loaded)
             c->just_loaded = 0;
-        else if (scr_ctx_load_config(c, &err) < 0) {
-            if (err.code == SH_ENOTFOUND) {
-                /* deleted (or nothing to claim): stop scraping, turn unhealthy */
-                sh_log_warn("config_unavailable error=\"%s\"", err.msg);
-                sh_dsl_free(c->dsl);
-                c->dsl = NULL;
-                c->version = -1;
-                (void)pthread_mutex_lock(&c->mu);
-                free(c->collection);
-                c->collection = NULL;
-                (void)pthread_mutex_unlock(&c->mu);
-            } else {
-                sh_log_warn("config_reload_failed error=\"%s\" keeping_version=%ld", err.msg,
-                            c->version);
-            }
-        }
+        else if (scr_ctx_load_config(c, &err) < 0 && load_failed(c, &err))
+            break;
         long wait_ms = 5000;
         if (c->dsl) {
             long interval =
@@ -406,7 +472,7 @@ void scr_ctx_loop(struct scr_ctx *c, int (*stopping)(void), int (*sleep_ms)(long
         (void)pthread_mutex_lock(&c->mu);
         c->next_run = wall_now() + (double)wait_ms / 1000.0;
         (void)pthread_mutex_unlock(&c->mu);
-        if (sleep_ms(wait_ms))
+        if (wait_next_run(c, &rev, wait_ms, stopping, sleep_ms) < 0)
             break;
     }
 }

@@ -221,6 +221,10 @@ json_t *scr_source_load(struct scr_source *s, int *ret_cached, struct sh_err *er
 /* The configuration id in use, or NULL before the first successful load.
  * Borrowed until the source is freed. */
 const char *scr_source_id(const struct scr_source *s);
+/* After its claimed configuration was deleted: forgets the claim (here and in
+ * Redis) so the next start waits for a new one. 1 released, 0 when the id was
+ * fixed by CONFIG_ID (nothing to release). */
+int scr_source_release(struct scr_source *s);
 
 /* ---- run.c ------------------------------------------------------------- */
 
@@ -274,29 +278,6 @@ void scr_iso_time(double t, char *buf, size_t len);
  * Returns the process exit status (0 ok, 1 invalid config or failed source). */
 int scr_once_main(const char *path, const struct scr_fetch_opts *base);
 
-/* ---- revision.c -------------------------------------------------------- */
-
-struct sh_consul;
-
-/* Follows the Consul KV counter config-discovery bumps on every change. */
-struct scr_revision {
-    struct sh_consul *consul; /* borrowed, may be NULL (then waits are sleeps) */
-    const char *key;          /* borrowed */
-    long wait_s;              /* blocking-query wait = fallback re-try period */
-    uint64_t index;           /* last index seen; 0 = unknown */
-    int consul_down;          /* logged once per outage */
-};
-
-void scr_revision_init(struct scr_revision *r, struct sh_consul *consul, const char *key,
-                       long wait_s);
-/* Learns the current index without blocking. Call it before looking at the
- * state the counter guards, so a change after that look wakes the next wait. */
-void scr_revision_prime(struct scr_revision *r);
-/* Returns 1 as soon as the counter moves past the index last seen, 0 after
- * wait_s without a change (or when Consul is down: then it sleeps wait_s),
- * -1 when sleep_ms reported a stop request. */
-int scr_revision_wait(struct scr_revision *r, int (*sleep_ms)(long));
-
 /* ---- loop.c ------------------------------------------------------------ */
 
 struct sh_http_req;
@@ -321,6 +302,7 @@ struct scr_config {
 };
 
 struct scr_ctx;
+struct sh_consul;
 
 /* consul may be NULL (explicit peer URLs only); api_token may be NULL. */
 struct scr_ctx *scr_ctx_new(const struct scr_config *cfg, struct sh_consul *consul,

@@ -48,6 +48,20 @@ const char *scr_source_id(const struct scr_source *s)
     return s->id;
 }
 
+int scr_source_release(struct scr_source *s)
+{
+    if ((s->o.config_id && *s->o.config_id) || !s->id)
+        return 0;
+    if (s->redis) {
+        redisReply *r = sh_redis_command(s->redis, NULL, "DEL scrapr:config:claimed");
+        if (r)
+            freeReplyObject(r); /* unreachable Redis: the next claim's 404 releases again */
+    }
+    free(s->id);
+    s->id = NULL;
+    return 1;
+}
+
 static char *redis_get(struct scr_source *s, const char *key)
 {
     if (!s->redis)

@@ -1,7 +1,7 @@
 /* The scraper's configuration source against a real scrapr-config-discovery:
  * a scraper started without CONFIG_ID claims the free configuration, scrapes
  * it, registers in Consul with collection/config tags, picks up a new version
- * on its next run, and stops scraping (turns unhealthy) when it is deleted. */
+ * on its next run, and releases its claim and exits when it is deleted. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -215,22 +215,20 @@ int main(void)
     }
     json_decref(s);
 
-    /* 3. deleted: the scraper stops and reports unhealthy */
+    /* 3. deleted: the claimed configuration is released (gone from the
+     * scraper's Redis) and the scraper exits 0, so that its restart (Docker's
+     * restart policy) waits for a new claim as a spare */
     doc = http_json("DELETE", u, NULL, &st);
     ASSERT(st == 200 || st == 204);
     json_decref(doc);
-    end = th_now_ms() + 20000;
-    for (;;) {
-        json_t *h = http_json("GET", health, NULL, &st);
-        json_decref(h);
-        if (st == 503)
-            break;
-        if (th_now_ms() > end)
-            CHECK_FAIL("health stayed %ld after the configuration was deleted", st);
-        (void)usleep(200000);
-    }
+    int rc = th_wait_exit(pid, 20000);
+    if (rc != 0)
+        CHECK_FAIL("scraper did not exit 0 after its configuration was deleted (%d)", rc);
+    redisReply *claimed = sh_redis_command(r, NULL, "EXISTS scrapr:config:claimed");
+    ASSERT_NOT_NULL(claimed);
+    ASSERT_EQ(claimed->integer, 0);
+    freeReplyObject(claimed);
 
-    ASSERT_EQ(th_kill(pid, SIGTERM), 0);
     (void)th_kill(cd_pid, SIGTERM);
     (void)th_kill(site_pid, SIGTERM);
     sh_redis_free(r);

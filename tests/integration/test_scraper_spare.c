@@ -440,6 +440,65 @@ static void test_restarted_spare_gets_the_same_configuration(void)
     free(coll);
 }
 
+/* The claimed configuration changes: the scraper runs the new version at once
+ * (woken by the revision, not its 60 s ttl); then it is deleted: the scraper
+ * releases its claim (gone from its Redis) and exits 0, so that its restart
+ * waits as a spare again. */
+static void test_claimed_configuration_change_runs_at_once_and_delete_releases(void)
+{
+    char *u = sh_xasprintf("%s/configurations/%s", T.cd, x_id);
+    long st = 0;
+    json_t *doc = http_json("GET", u, NULL, &st), *s;
+    ASSERT_EQ(st, 200);
+    s = unit_status(&scr_a);
+    ASSERT_NOT_NULL(s);
+    json_int_t runs = json_integer_value(json_object_get(s, "runs"));
+    json_int_t version = json_integer_value(json_object_get(s, "version"));
+    json_decref(s);
+    (void)json_object_set_new(doc, "limit", json_integer(2));
+    char *body = json_dumps(doc, JSON_COMPACT);
+    json_decref(doc);
+    int64_t t0 = th_now_ms();
+    json_decref(http_json("PUT", u, body, &st));
+    ASSERT_EQ(st, 200);
+    for (;;) {
+        s = unit_status(&scr_a);
+        if (s && json_integer_value(json_object_get(s, "version")) > version &&
+            json_integer_value(json_object_get(s, "runs")) > runs) {
+            json_decref(s);
+            break;
+        }
+        json_decref(s);
+        if (th_now_ms() - t0 > 10000)
+            CHECK_FAIL("changed configuration not run within 10 s: %s", th_log_read(scr_a.pid));
+        (void)usleep(50000);
+    }
+    printf("measured: changed configuration run after %lld ms\n", (long long)(th_now_ms() - t0));
+
+    t0 = th_now_ms();
+    json_decref(http_json("DELETE", u, NULL, &st));
+    ASSERT(st == 200 || st == 204);
+    int rc = th_wait_exit(scr_a.pid, 15000);
+    if (rc != 0)
+        CHECK_FAIL("scraper did not exit 0 after its configuration was deleted (%d): %s", rc,
+                   th_log_read(scr_a.pid));
+    printf("measured: released and exited %lld ms after the DELETE\n",
+           (long long)(th_now_ms() - t0));
+    scr_a.pid = 0;
+    char *r = redis_url(scr_a.db);
+    struct sh_err err = {0};
+    struct sh_redis *redis = sh_redis_new(r, &err);
+    ASSERT_NOT_NULL(redis);
+    redisReply *rep = sh_redis_command(redis, &err, "EXISTS scrapr:config:claimed");
+    ASSERT_NOT_NULL(rep);
+    ASSERT_EQ(rep->integer, 0);
+    freeReplyObject(rep);
+    sh_redis_free(redis);
+    free(r);
+    free(body);
+    free(u);
+}
+
 int main(void)
 {
     T.redis_base = REQUIRE_ENV("REDIS_URL");
@@ -496,8 +555,10 @@ int main(void)
     RUN(test_spares_claim_within_2s_of_a_post_and_serve_items);
     RUN(test_spare_skips_replicas_other_than_one);
     RUN(test_restarted_spare_gets_the_same_configuration);
+    RUN(test_claimed_configuration_change_runs_at_once_and_delete_releases);
 
-    unit_stop(&scr_a);
+    if (scr_a.pid)
+        unit_stop(&scr_a);
     unit_stop(&ep_a);
     ds_stop(&T.ds, SIGTERM);
     (void)th_kill(T.cd_pid, SIGTERM);
