@@ -46,7 +46,7 @@ wait_spares() {
 
 ours=() peer=() ids=()
 cfgfile=$(mktemp)
-trap 'rm -f "$cfgfile"; for id in "${ids[@]}"; do curl -fsS -o /dev/null -X DELETE "${auth[@]}" "$CD/configurations/$id" || true; done' EXIT
+trap 'rm -f "$cfgfile"; for id in "${ids[@]}"; do curl -sS -o /dev/null -X DELETE "${auth[@]}" "$CD/configurations/$id" || true; done' EXIT
 for i in $(seq 1 "$N"); do
     c="bench$$x$i"
     wait_spares
