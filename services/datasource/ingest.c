@@ -223,8 +223,7 @@ static int over_limit(struct ds_ctx *ctx, int64_t backlog)
 static int block_fits(const struct ds_ctx *ctx, int64_t len)
 {
     return ctx->blk_seq > 0 && ctx->blk_seq <= ctx->blk_seq_end &&
-           ctx->blk_bytes + len <= ctx->blk_bytes_end &&
-           (!ctx->poll || ds_now_ms() - ctx->blk_at_ms < BLOCK_MS);
+           ctx->blk_bytes + len <= ctx->blk_bytes_end && ds_now_ms() - ctx->blk_at_ms < BLOCK_MS;
 }
 
 static int take_block(struct ds_ctx *ctx, mongoc_client_t *c, int64_t len, struct sh_err *err)
@@ -305,8 +304,17 @@ int ds_ingest(struct ds_ctx *ctx, const struct ds_batch *b, struct ds_ingest_res
         goto out;
     /* the counter total includes this batch (reserved) and the unused rest of
      * the block: an over-estimate by at most one block */
-    if (over_limit(ctx, ctx->blk_counter - sbytes))
+    if (over_limit(ctx, ctx->blk_counter - sbytes)) {
+        if (!ctx->poll) {
+            /* cursor mode: a seq is used right after it is taken or never (the
+             * cursor skips a seq that arrives after a higher one) */
+            struct sh_err gerr;
+            capped = mongoc_client_get_collection(c, ctx->db, DS_CAPPED);
+            (void)fill_gap(capped, ctx->blk_seq, ctx->blk_bytes_end, &gerr);
+            ctx->blk_seq = 0;
+        }
         goto refuse;
+    }
     seq = ctx->blk_seq++;
     ctx->blk_bytes += len;
     cum = ctx->blk_bytes;
