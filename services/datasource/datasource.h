@@ -3,7 +3,7 @@
  *
  *   validate.c  pure logic: batch validation, collection names, item keys
  *   store.c     MongoDB layout: collection names, set-up, small helpers
- *   ingest.c    POST /items: dedupe, sequence, durable capped insert, back-pressure
+ *   ingest.c    POST /items: dedupe, sequence (blocks), durable capped insert, back-pressure
  *   tailer.c    the tailer thread: capped_datasources -> reduce, resume state, lock
  *   reduce.c    one batch -> monotonic upserts into items_<name> + collections_meta
  *   feed.c      in-process change feed (revision per collection + condition variable)
@@ -55,6 +55,8 @@ struct ds_config {
     char *tail_mode;        /* DS_TAIL_MODE: auto, cursor or poll (see tailer.c) */
     long round_batches;     /* DS_ROUND_BATCHES: most batches reduced together in one round */
     long cache_bytes;       /* DS_REDUCE_CACHE_BYTES: reducer's item cache (0 = off) */
+    long round_wait_ms;     /* DS_ROUND_WAIT_MS: gather batches under sustained ingest */
+    long batch_retention_s; /* DS_BATCH_RETENTION_S: replay detection window for `batches` */
 };
 
 /* Limits validation needs (a subset of the config, so unit tests need no Mongo). */
@@ -111,6 +113,8 @@ int64_t ds_feed_wait(struct ds_feed *f, const char *name, int64_t rev, long time
  * tailer sleeps in ds_feed_wait_ingest() between polls. */
 void ds_feed_ingested(struct ds_feed *f);
 void ds_feed_wait_ingest(struct ds_feed *f, uint64_t *seen, long timeout_ms);
+/* Number of ds_feed_ingested() calls so far. */
+uint64_t ds_feed_ingest_count(struct ds_feed *f);
 
 /* --- runtime context --- */
 
@@ -137,17 +141,26 @@ struct ds_ctx {
     struct ds_metrics m;
     struct sh_consul *consul;    /* may be NULL */
     pthread_mutex_t ingest_lock; /* serialises sequence + capped insert (see ingest.c) */
+    pthread_mutex_t write_lock;  /* ds_write_begin/end: one write command at a time */
     pthread_t tailer_thread;
     int tailer_running;
     volatile int stop;
     int ready;    /* metrics and consul wired (atomic); handlers answer 503 before */
     int ferretdb; /* the server announced itself as FerretDB (buildInfo) */
+    int poll;     /* poll mode (DS_TAIL_MODE, FerretDB under auto): see tailer.c */
     int tailing;  /* atomic: this process holds the tailer lock and reduces */
     /* The local tailer's saved position (atomics): lets ingest skip re-reading
      * tailer_state for back-pressure while it is fresh (a stale value only
      * over-estimates the backlog). pos_at_ms = 0: unknown. */
     int64_t pos_bytes;
     int64_t pos_at_ms;
+    /* atomic: the last POST saw a backlog over half the limit, so ingest
+     * checks back-pressure before taking a seq (a refusal then writes nothing) */
+    int bp_near;
+    /* ingest's reserved range of seqs and counter bytes (under ingest_lock, poll
+     * mode only; see ingest.c): next/last seq, bytes used/reserved, the
+     * counter's total as of the reservation, and when it was taken */
+    int64_t blk_seq, blk_seq_first, blk_seq_end, blk_bytes, blk_bytes_end, blk_counter, blk_at_ms;
 };
 
 /* --- store.c --- */
@@ -173,6 +186,13 @@ int ds_store_id_indexed(mongoc_client_t *c, const struct ds_ctx *ctx, const char
  * {_id: {$in}} delete (one scan on FerretDB) or, when per_id, one statement per
  * _id (index searches). 0 / -1. */
 int ds_store_delete_ids(mongoc_collection_t *col, json_t *ids, int per_id, struct sh_err *err);
+/* Around every write command to the server (FerretDB only): SQLite takes one
+ * writer at a time and a blocked writer backs off in sleeps of 1, 2, 5, 10...
+ * ms, so ingest and the tailer hand the turn over here instead, waking at
+ * once. Commands are kept short (inserts of at most 100 documents, one
+ * SQLite transaction) so neither side waits long. */
+void ds_write_begin(struct ds_ctx *ctx);
+void ds_write_end(struct ds_ctx *ctx);
 /* ISO-8601 UTC with milliseconds into buf (>= 32 bytes). */
 void ds_format_time(int64_t ms, char *buf, size_t len);
 /* Parses ISO-8601 UTC ("2026-01-02T03:04:05Z" or with .mmm); 1 ok, 0 not a time. */

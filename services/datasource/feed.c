@@ -159,6 +159,16 @@ void ds_feed_ingested(struct ds_feed *f)
     (void)pthread_mutex_unlock(&f->mu);
 }
 
+uint64_t ds_feed_ingest_count(struct ds_feed *f)
+{
+    uint64_t n;
+
+    (void)pthread_mutex_lock(&f->mu);
+    n = f->ingested;
+    (void)pthread_mutex_unlock(&f->mu);
+    return n;
+}
+
 void ds_feed_wait_ingest(struct ds_feed *f, uint64_t *seen, long timeout_ms)
 {
     struct timespec ts;

@@ -35,6 +35,10 @@ static const struct sh_envconf table[] = {
      "most batches reduced together in one round"},
     {"DS_REDUCE_CACHE_BYTES", SH_ENV_INT, &cfg.cache_bytes, "268435456", 0, 1e15,
      "memory for the reducer's copy of stored items (0 = look them up every round)"},
+    {"DS_ROUND_WAIT_MS", SH_ENV_INT, &cfg.round_wait_ms, "10", 0, 10000,
+     "under sustained ingest, wait this long for more batches before the next round"},
+    {"DS_BATCH_RETENTION_S", SH_ENV_INT, &cfg.batch_retention_s, "86400", 1, 1e9,
+     "how long reduced batch_ids are remembered for replay detection"},
     {"DS_META_POLL_MS", SH_ENV_INT, &cfg.meta_poll_ms, "100", 5, 10000,
      "long-poll re-read of collections_meta (changes reduced by other replicas)"},
     {NULL, 0, NULL, NULL, 0, 0, NULL},
@@ -58,6 +62,7 @@ int main(int argc, char **argv)
     ctx.cfg = &cfg;
     ctx.feed = ds_feed_new();
     (void)pthread_mutex_init(&ctx.ingest_lock, NULL);
+    (void)pthread_mutex_init(&ctx.write_lock, NULL);
     ctx.pool = sh_mongo_pool_new(cfg.mongo_url, &ctx.db, &err);
     if (!ctx.pool)
         sh_fatal("mongo_pool_failed error=\"%s\"", err.msg);
@@ -100,6 +105,7 @@ int main(int argc, char **argv)
     free(ctx.db);
     ds_feed_free(ctx.feed);
     (void)pthread_mutex_destroy(&ctx.ingest_lock);
+    (void)pthread_mutex_destroy(&ctx.write_lock);
     sh_envconf_done(table);
     sh_service_config_done(&scfg);
     return 0;

@@ -34,6 +34,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <zlib.h>
+
 #include "datasource.h"
 #include "shared/log.h"
 #include "shared/mongo.h"
@@ -51,9 +53,10 @@ struct batch_view {
     uint32_t data_len;
     int64_t seq;
     int64_t at;
-    json_t *key;   /* owned: key field names */
-    json_t *items; /* owned: parsed data array */
-    int skip;      /* a replay of another seq */
+    json_t *key;    /* owned: key field names */
+    json_t *items;  /* owned: parsed data array */
+    char *inflated; /* owned: data when the capped document carries it deflated */
+    int skip;       /* a replay of another seq */
 };
 
 struct coll_state {
@@ -255,6 +258,37 @@ static json_t *lookup_items(mongoc_collection_t *col, json_t *keys, struct sh_er
     return found;
 }
 
+/* Points v->data at the batch's JSON text: "data_z" (deflated, ingest.c),
+ * or "data" as binary or, in documents written before, as a string. Leaves
+ * it NULL when there is none or it does not inflate. */
+static void view_data(const bson_t *doc, struct batch_view *v)
+{
+    bson_iter_t it, nit;
+    bson_subtype_t st;
+    const uint8_t *bin;
+    uint32_t zlen;
+    int64_t n = 0;
+
+    if (bson_iter_init_find(&it, doc, "data") && BSON_ITER_HOLDS_UTF8(&it)) {
+        v->data = bson_iter_utf8(&it, &v->data_len);
+    } else if (bson_iter_init_find(&it, doc, "data") && BSON_ITER_HOLDS_BINARY(&it)) {
+        bson_iter_binary(&it, &st, &v->data_len, &bin);
+        v->data = (const char *)bin;
+    } else if (bson_iter_init_find(&it, doc, "data_z") && BSON_ITER_HOLDS_BINARY(&it)) {
+        bson_iter_binary(&it, &st, &zlen, &bin);
+        if (bson_iter_init_find(&nit, doc, "data_len") && BSON_ITER_HOLDS_NUMBER(&nit))
+            n = bson_iter_as_int64(&nit);
+        if (n > 0 && n < INT32_MAX) {
+            uLongf out = (uLongf)n;
+            v->inflated = sh_xmalloc((size_t)n);
+            if (uncompress((Bytef *)v->inflated, &out, bin, zlen) == Z_OK && out == (uLongf)n) {
+                v->data = v->inflated;
+                v->data_len = (uint32_t)n;
+            }
+        }
+    }
+}
+
 static int view_parse(const bson_t *doc, struct batch_view *v, struct sh_err *err)
 {
     bson_iter_t it, a;
@@ -266,8 +300,7 @@ static int view_parse(const bson_t *doc, struct batch_view *v, struct sh_err *er
         v->batch_id = bson_iter_utf8(&it, &len);
     if (bson_iter_init_find(&it, doc, "collection") && BSON_ITER_HOLDS_UTF8(&it))
         v->collection = bson_iter_utf8(&it, &len);
-    if (bson_iter_init_find(&it, doc, "data") && BSON_ITER_HOLDS_UTF8(&it))
-        v->data = bson_iter_utf8(&it, &v->data_len);
+    view_data(doc, v);
     if (bson_iter_init_find(&it, doc, "seq") && BSON_ITER_HOLDS_NUMBER(&it))
         v->seq = bson_iter_as_int64(&it);
     if (bson_iter_init_find(&it, doc, "at") && BSON_ITER_HOLDS_DATE_TIME(&it))
@@ -355,10 +388,10 @@ static int64_t claim_seq(mongoc_collection_t *col, const char *batch_id, struct 
 /* Claims every batch_id for its seq in `batches` (one insert). An existing
  * claim with the same seq is a re-run after a crash (reduced again,
  * harmlessly); with another seq the batch is a replay: v->skip = 1. 0 / -1. */
-static int claim_batches(mongoc_client_t *c, const char *db, struct batch_view *v, size_t nv,
+static int claim_batches(struct ds_ctx *ctx, mongoc_client_t *c, struct batch_view *v, size_t nv,
                          struct sh_err *err)
 {
-    mongoc_collection_t *col = mongoc_client_get_collection(c, db, DS_BATCHES);
+    mongoc_collection_t *col = mongoc_client_get_collection(c, ctx->db, DS_BATCHES);
     bson_t *bopts = BCON_NEW("ordered", BCON_BOOL(false));
     mongoc_bulk_operation_t *bulk = mongoc_collection_create_bulk_operation_with_opts(col, bopts);
     bson_t reply;
@@ -375,7 +408,10 @@ static int claim_batches(mongoc_client_t *c, const char *db, struct batch_view *
         mongoc_bulk_operation_insert(bulk, doc);
         bson_destroy(doc);
     }
-    if (!mongoc_bulk_operation_execute(bulk, &reply, &berr)) {
+    ds_write_begin(ctx);
+    int ok = mongoc_bulk_operation_execute(bulk, &reply, &berr);
+    ds_write_end(ctx);
+    if (!ok) {
         dups = dup_indexes(&reply);
         if (!dups) {
             sh_mongo_err(err, &berr, "batches insert");
@@ -404,46 +440,70 @@ static int claim_batches(mongoc_client_t *c, const char *db, struct batch_view *
     return rc;
 }
 
-/* insert_many of docs (a BSON array of documents); duplicate keys are
- * ignored. 1 = all inserted, 0 = some existed, -1 error. */
-static int insert_docs(mongoc_collection_t *col, const bson_t *docs, struct sh_err *err)
+/* Executes one unordered insert of n documents. 1 / 0 (some existed) / -1. */
+static int insert_chunk(struct ds_ctx *ctx, mongoc_collection_t *col, bson_t *const *d, size_t n,
+                        struct sh_err *err)
 {
     bson_t *bopts = BCON_NEW("ordered", BCON_BOOL(false));
     mongoc_bulk_operation_t *bulk = mongoc_collection_create_bulk_operation_with_opts(col, bopts);
-    bson_iter_t it;
     bson_t reply;
     bson_error_t berr;
-    int n = 0, rc = 1;
+    int rc = 1;
 
-    if (bson_iter_init(&it, docs)) {
-        while (bson_iter_next(&it)) {
-            const uint8_t *data;
-            uint32_t len;
-            bson_t d;
-            if (!BSON_ITER_HOLDS_DOCUMENT(&it))
-                continue;
-            bson_iter_document(&it, &len, &data);
-            if (bson_init_static(&d, data, len)) {
-                mongoc_bulk_operation_insert(bulk, &d);
-                n++;
-            }
+    for (size_t i = 0; i < n; i++)
+        mongoc_bulk_operation_insert(bulk, d[i]);
+    ds_write_begin(ctx);
+    if (!mongoc_bulk_operation_execute(bulk, &reply, &berr)) {
+        json_t *dups = dup_indexes(&reply);
+        if (dups) {
+            rc = 0;
+            json_decref(dups);
+        } else {
+            sh_mongo_err(err, &berr, "reduce insert");
+            rc = -1;
         }
     }
-    if (n > 0) {
-        if (!mongoc_bulk_operation_execute(bulk, &reply, &berr)) {
-            json_t *dups = dup_indexes(&reply);
-            if (dups) {
-                rc = 0;
-                json_decref(dups);
-            } else {
-                sh_mongo_err(err, &berr, "reduce insert");
-                rc = -1;
-            }
-        }
-        bson_destroy(&reply);
-    }
+    ds_write_end(ctx);
+    bson_destroy(&reply);
     mongoc_bulk_operation_destroy(bulk);
     bson_destroy(bopts);
+    return rc;
+}
+
+#define INSERT_CHUNK 100
+/* insert_many of docs (a BSON array of documents) in commands of
+ * INSERT_CHUNK; duplicate keys are ignored. 1 = all inserted, 0 = some
+ * existed, -1 error. */
+static int insert_docs(struct ds_ctx *ctx, mongoc_collection_t *col, const bson_t *docs,
+                       struct sh_err *err)
+{
+    bson_t chunk[INSERT_CHUNK];
+    bson_t *ptr[INSERT_CHUNK];
+    bson_iter_t it;
+    size_t n = 0;
+    int rc = 1, r;
+
+    if (!bson_iter_init(&it, docs))
+        return 1;
+    while (rc >= 0 && bson_iter_next(&it)) {
+        const uint8_t *data;
+        uint32_t len;
+        if (!BSON_ITER_HOLDS_DOCUMENT(&it))
+            continue;
+        bson_iter_document(&it, &len, &data);
+        if (!bson_init_static(&chunk[n], data, len))
+            continue;
+        ptr[n] = &chunk[n];
+        if (++n == INSERT_CHUNK) {
+            r = insert_chunk(ctx, col, ptr, n, err);
+            rc = r < rc ? r : rc;
+            n = 0;
+        }
+    }
+    if (rc >= 0 && n > 0) {
+        r = insert_chunk(ctx, col, ptr, n, err);
+        rc = r < rc ? r : rc;
+    }
     return rc;
 }
 
@@ -577,7 +637,7 @@ static int write_items(struct ds_reducer *r, mongoc_client_t *c, mongoc_collecti
                                 err) < 0)
             goto out;
     }
-    ins = insert_docs(col, &docs, err);
+    ins = insert_docs(r->ctx, col, &docs, err);
     if (ins < 0)
         goto out;
     if (jid) {
@@ -635,7 +695,10 @@ static int update_meta(struct ds_reducer *r, mongoc_client_t *c, mongoc_collecti
         BSON_APPEND_INT64(&sub, "count", fresh);
     }
     bson_append_document_end(&u, &sub);
-    if (!mongoc_collection_update_one(meta, q, &u, uopts, NULL, &berr)) {
+    ds_write_begin(r->ctx);
+    int ok = mongoc_collection_update_one(meta, q, &u, uopts, NULL, &berr);
+    ds_write_end(r->ctx);
+    if (!ok) {
         sh_mongo_err(err, &berr, "collections_meta update");
         cs->counted = 0;
         rc = -1;
@@ -810,6 +873,7 @@ int ds_reduce_round(struct ds_reducer *r, mongoc_client_t *c, const bson_t *cons
             sh_log_error("reduce_skipped_malformed error=\"%s\"", err->msg);
             json_decref(v[nv].key);
             json_decref(v[nv].items);
+            free(v[nv].inflated);
             memset(&v[nv], 0, sizeof(v[nv]));
             continue;
         }
@@ -820,7 +884,7 @@ int ds_reduce_round(struct ds_reducer *r, mongoc_client_t *c, const bson_t *cons
         goto out;
     }
     qsort(v, nv, sizeof(*v), view_cmp);
-    if (claim_batches(c, r->ctx->db, v, nv, err) < 0)
+    if (claim_batches(r->ctx, c, v, nv, err) < 0)
         goto out;
     for (i = 0; i < nv; i++) {
         int first = 1;
@@ -839,6 +903,7 @@ out:
     for (i = 0; i < nv; i++) {
         json_decref(v[i].key);
         json_decref(v[i].items);
+        free(v[i].inflated);
     }
     free(v);
     return rc;
@@ -913,7 +978,7 @@ static int redo_one(struct ds_reducer *r, mongoc_client_t *c, const bson_t *jdoc
     }
     if (json_array_size(stale) > 0 && ds_store_delete_ids(col, stale, 0, err) < 0)
         goto out;
-    if (nd > 0 && insert_docs(col, &docs, err) < 0)
+    if (nd > 0 && insert_docs(ctx, col, &docs, err) < 0)
         goto out;
     {
         mongoc_collection_t *jcol = mongoc_client_get_collection(c, ctx->db, DS_JOURNAL);

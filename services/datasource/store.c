@@ -11,6 +11,18 @@
 #include "shared/mongo.h"
 #include "shared/xalloc.h"
 
+void ds_write_begin(struct ds_ctx *ctx)
+{
+    if (ctx->ferretdb)
+        (void)pthread_mutex_lock(&ctx->write_lock);
+}
+
+void ds_write_end(struct ds_ctx *ctx)
+{
+    if (ctx->ferretdb)
+        (void)pthread_mutex_unlock(&ctx->write_lock);
+}
+
 int64_t ds_now_ms(void)
 {
     struct timespec ts;
@@ -276,6 +288,8 @@ int ds_store_setup(struct ds_ctx *ctx, struct sh_err *err)
         rc = -1;
         goto out;
     }
+    ctx->poll = strcmp(ctx->cfg->tail_mode, "poll") == 0 ||
+                (strcmp(ctx->cfg->tail_mode, "auto") == 0 && ctx->ferretdb);
     if (create_capped(dbh, ctx->cfg->capped_bytes, err) < 0) {
         rc = -1;
         goto out;

@@ -17,6 +17,8 @@
  *   from the capped collection. Whatever is still in the collection is
  *   therefore unreduced (or reduced but not yet deleted: re-reduced
  *   harmlessly after a crash), and a poll costs O(round), not O(collection).
+ *   Under sustained ingest rounds are gathered (gather()); reduced batch_ids
+ *   older than DS_BATCH_RETENTION_S are pruned from `batches`.
  *   Why not tailable cursors on FerretDB v1.24.2: (1) every getMore re-runs the
  *   query from the start of the capped collection and decodes every document
  *   up to the cursor's position (FerretDB's Cursor.Reset), so a tail costs
@@ -57,6 +59,12 @@
 
 #define ROUND_BYTES_MAX (16 * 1024 * 1024) /* a poll round stops adding batches past this */
 #define STATE_EVERY_MS 250                 /* poll mode: position write interval under load */
+/* Poll mode deletes a round's batches with one {_id: {$in}} statement, which
+ * FerretDB answers by decoding every document of the capped collection (one
+ * SQLite transaction); per-_id statements are index searches but one
+ * transaction (~2 ms) each. Batches are stored deflated, so a scan is cheap
+ * until the backlog is long: after this many full rounds in a row, per _id. */
+#define SCAN_ROUNDS 16
 
 struct tailer {
     struct ds_ctx *ctx;
@@ -67,6 +75,8 @@ struct tailer {
     int capped_indexed;     /* poll mode: -1 unknown, else whether {_id} deletes search an index */
     int64_t capped_checked; /* when capped_indexed was learnt */
     long round;             /* poll mode: batches per round now (1 after a failed round) */
+    int full_streak;        /* poll mode: consecutive full rounds (a long backlog) */
+    size_t last_n;          /* poll mode: batches in the last round */
     int64_t seq;            /* last reduced seq */
     int64_t bytes;          /* cumulative bytes at seq */
     int dirty;              /* seq/bytes moved since the last tailer_state write */
@@ -76,7 +86,41 @@ struct tailer {
     int busy_logged;
     int64_t renew_at;
     uint64_t ingest_seen;
+    int64_t pruned_at; /* when `batches` was last pruned (poll and cursor mode) */
 };
+
+/* Forgets reduced batch_ids older than DS_BATCH_RETENTION_S: `batches` would
+ * otherwise grow by one document per batch forever. A filter on `at` makes
+ * FerretDB decode every claim, so this runs rarely: every retention/24,
+ * between 1 s and 1 h. A replay older than the window is stored as new. */
+static void prune_batches(struct tailer *t)
+{
+    long keep_s = t->ctx->cfg->batch_retention_s;
+    int64_t every = (int64_t)keep_s * 1000 / 24, now = ds_now_ms();
+    mongoc_collection_t *col;
+    bson_t *filter;
+    bson_t reply;
+    bson_error_t berr;
+    bson_iter_t it;
+
+    if (every < 1000)
+        every = 1000;
+    if (every > 3600 * 1000)
+        every = 3600 * 1000;
+    if (now - t->pruned_at < every)
+        return;
+    t->pruned_at = now;
+    col = mongoc_client_get_collection(t->c, t->ctx->db, DS_BATCHES);
+    filter = BCON_NEW("at", "{", "$lt", BCON_DATE_TIME(now - (int64_t)keep_s * 1000), "}");
+    if (!mongoc_collection_delete_many(col, filter, NULL, &reply, &berr))
+        sh_log_warn("batches_prune_failed error=\"%s\"", berr.message);
+    else if (bson_iter_init_find(&it, &reply, "deletedCount") && bson_iter_as_int64(&it) > 0)
+        sh_log_info("batches_pruned count=%" PRId64 " retention_s=%ld", bson_iter_as_int64(&it),
+                    keep_s);
+    bson_destroy(&reply);
+    bson_destroy(filter);
+    mongoc_collection_destroy(col);
+}
 
 static int save_state(struct tailer *t, struct sh_err *err)
 {
@@ -90,7 +134,10 @@ static int save_state(struct tailer *t, struct sh_err *err)
 
     BSON_APPEND_BOOL(&opts, "upsert", true);
     ds_store_durable_opts(&opts);
-    if (!mongoc_collection_update_one(col, q, u, &opts, NULL, &berr)) {
+    ds_write_begin(t->ctx);
+    int ok = mongoc_collection_update_one(col, q, u, &opts, NULL, &berr);
+    ds_write_end(t->ctx);
+    if (!ok) {
         sh_mongo_err(err, &berr, "tailer_state update");
         rc = -1;
     } else {
@@ -353,8 +400,9 @@ static void tail_once(struct tailer *t, int64_t skip_upto)
 }
 
 /* Poll mode, one round: the oldest t->round documents of the capped
- * collection, reduced, position saved, then deleted. 1 = did a round, 0 =
- * nothing to do, -1 = error (retried after a pause). */
+ * collection, reduced, position saved, then deleted. 2 = did a full round
+ * (more may wait), 1 = did a round, 0 = nothing to do, -1 = error (retried
+ * after a pause). */
 static int poll_round(struct tailer *t)
 {
     struct ds_ctx *ctx = t->ctx;
@@ -371,7 +419,7 @@ static int poll_round(struct tailer *t)
     struct sh_err err;
     size_t n = 0, bytes = 0, i;
     int64_t now;
-    int rc = 1, lazy;
+    int rc = 1, lazy, deleted;
 
     while (n < limit && bytes < ROUND_BYTES_MAX && mongoc_cursor_next(cur, &doc)) {
         bson_iter_t it;
@@ -412,8 +460,7 @@ static int poll_round(struct tailer *t)
     if (t->round < ctx->cfg->round_batches)
         t->round = t->round * 2 < ctx->cfg->round_batches ? t->round * 2 : ctx->cfg->round_batches;
     /* Delete what this round covered: the capped collection then holds only
-     * unreduced batches. One {_id: {$in}} delete scans the (small) collection
-     * once; with a backlog, per-_id statements are cheaper when indexed. */
+     * unreduced batches (see SCAN_ROUNDS for how). */
     now = ds_now_ms();
     if (t->capped_indexed < 0 || (t->capped_indexed == 0 && now - t->capped_checked > 30000)) {
         int ix = ds_store_id_indexed(t->c, ctx, DS_CAPPED, &err);
@@ -421,10 +468,18 @@ static int poll_round(struct tailer *t)
             t->capped_indexed = ix;
         t->capped_checked = now;
     }
-    if (ds_store_delete_ids(col, ids, t->capped_indexed > 0 && n == limit && n > 1, &err) < 0) {
+    t->full_streak = n == limit ? t->full_streak + 1 : 0;
+    t->last_n = n;
+    ds_write_begin(ctx);
+    deleted = ds_store_delete_ids(
+        col, ids, t->capped_indexed > 0 && n > 1 && t->full_streak > SCAN_ROUNDS, &err);
+    ds_write_end(ctx);
+    if (deleted < 0) {
         sh_log_warn("tailer_trim_failed error=\"%s\"", err.msg);
         rc = -1; /* the next round re-reads these batches: harmless, but pause first */
     }
+    if (rc == 1 && n == limit)
+        rc = 2;
 out:
     if (cur)
         mongoc_cursor_destroy(cur);
@@ -436,6 +491,30 @@ out:
     bson_destroy(&filter);
     mongoc_collection_destroy(col);
     return rc;
+}
+
+/* Under sustained ingest (the last round had several batches and more
+ * arrived while it ran) waits up to DS_ROUND_WAIT_MS for a few more before
+ * the next round: a round costs about five statements whatever its size, so
+ * fewer, larger rounds leave FerretDB more time for ingest. A lone batch (a
+ * client waiting for its write to show) is reduced at once. */
+static void gather(struct tailer *t, uint64_t round_start)
+{
+    struct ds_feed *f = t->ctx->feed;
+    uint64_t target, now_count = ds_feed_ingest_count(f);
+    int64_t deadline = ds_now_ms() + t->ctx->cfg->round_wait_ms;
+    long want = t->ctx->cfg->round_batches / 4 > 1 ? t->ctx->cfg->round_batches / 4 : 1;
+
+    if (t->ctx->cfg->round_wait_ms <= 0 || now_count == round_start || t->last_n < 2)
+        return;
+    target = now_count + (uint64_t)want;
+    t->ingest_seen = now_count;
+    while (!t->ctx->stop && t->ingest_seen < target) {
+        int64_t left = deadline - ds_now_ms();
+        if (left <= 0)
+            break;
+        ds_feed_wait_ingest(f, &t->ingest_seen, left);
+    }
 }
 
 static void *tailer_main(void *arg)
@@ -450,8 +529,7 @@ static void *tailer_main(void *arg)
     t.red = ds_reducer_new(t.ctx);
     t.capped_indexed = -1;
     t.round = t.ctx->cfg->round_batches;
-    t.poll = strcmp(t.ctx->cfg->tail_mode, "poll") == 0 ||
-             (strcmp(t.ctx->cfg->tail_mode, "auto") == 0 && t.ctx->ferretdb);
+    t.poll = t.ctx->poll;
     t.lock_key = sh_xasprintf("%s/%s", DS_LOCK_KEY, t.ctx->db);
     sh_log_info("tailer_mode mode=%s ferretdb=%d round_batches=%ld cache_bytes=%ld",
                 t.poll ? "poll" : "cursor", t.ctx->ferretdb, t.ctx->cfg->round_batches,
@@ -488,13 +566,21 @@ static void *tailer_main(void *arg)
             }
         }
         if (t.poll) {
+            uint64_t before = ds_feed_ingest_count(t.ctx->feed);
             int r = poll_round(&t);
-            if (r > 0 || t.ctx->stop)
-                continue; /* more may be waiting */
+            prune_batches(&t);
+            if (r > 0) {
+                if (r == 1) /* after a full round (2) more are waiting: no pause */
+                    gather(&t, before);
+                continue;
+            }
+            if (t.ctx->stop)
+                continue;
             ds_feed_wait_ingest(t.ctx->feed, &t.ingest_seen, r < 0 ? 1000 : t.ctx->cfg->poll_ms);
             continue;
         }
         tail_once(&t, t.seq);
+        prune_batches(&t);
         if (!t.ctx->stop)
             ds_feed_wait_ingest(t.ctx->feed, &t.ingest_seen, t.ctx->cfg->poll_ms);
     }

@@ -23,7 +23,8 @@ static void *killer(void *arg)
 
     (void)arg;
     while (producing) {
-        (void)usleep(150000 + (useconds_t)(rand_r(&seed) % 500) * 1000);
+        /* ingest takes ~5-15 ms per batch: kill often enough for >= 3 kills */
+        (void)usleep(50000 + (useconds_t)(rand_r(&seed) % 300) * 1000);
         if (!producing)
             break;
         ds_stop(&proc, SIGKILL);
