@@ -27,7 +27,7 @@ static const struct sh_envconf table[] = {
      "hold the Consul lock scrapr/locks/datasource-tailer while tailing"},
     {"DS_RESUME_WINDOW", SH_ENV_INT, &cfg.resume_window, "4", 1, 1e6,
      "batches re-reduced (idempotently) after a restart"},
-    {"DS_POLL_MS", SH_ENV_INT, &cfg.poll_ms, "10", 1, 10000,
+    {"DS_POLL_MS", SH_ENV_INT, &cfg.poll_ms, "50", 1, 10000,
      "tailer re-poll interval when idle (without an ingest wake-up)"},
     {"DS_TAIL_MODE", SH_ENV_STRING, &cfg.tail_mode, "auto", 0, 0,
      "cursor (tailable cursor), poll (find + delete, for FerretDB) or auto"},
