@@ -50,10 +50,10 @@ fi
 url=""
 while :; do
     [ "$(date +%s)" -lt "$deadline" ] || { say "the quotes endpoint did not serve items within ${WAIT}s"; exit 1; }
-    if [ -z "$url" ]; then
-        url=$(curl -fsS "$CD/configurations?type=endpoint&collection=quotes" 2>/dev/null \
-            | python3 -c 'import json,sys; c=json.load(sys.stdin)["configurations"]; print(c[0].get("url") or "" if c else "")' 2>/dev/null || true)
-    fi
+    # Read again each time: after a redeploy the recorded URL is the old
+    # deployment's until the orchestrator records the new one.
+    url=$(curl -fsS "$CD/configurations?type=endpoint&collection=quotes" 2>/dev/null \
+        | python3 -c 'import json,sys; c=json.load(sys.stdin)["configurations"]; print(c[0].get("url") or "" if c else "")' 2>/dev/null || true)
     if [ -n "$url" ] && curl -fsS "$url" 2>/dev/null | grep -q '"text"'; then
         break
     fi
