@@ -50,15 +50,17 @@ trap 'rm -f "$cfgfile"; for id in "${ids[@]}"; do curl -sS -o /dev/null -X DELET
 for i in $(seq 1 "$N"); do
     c="bench$$x$i"
     wait_spares
+    # The client must not be what is measured: on 2 cores a python3 start per
+    # poll cost more than the system under test, so the loop is curl + sed only.
     t0=$(now)
     id=$(config "$c" | curl -fsS -X POST -H 'Content-Type: application/json' "${auth[@]}" --data-binary @- "$CD/configurations" |
-        python3 -c 'import json,sys; print(json.load(sys.stdin)["_id"])')
+        sed -n 's/.*"_id":"\([0-9a-f]*\)".*/\1/p')
+    [ -n "$id" ] || { echo "POST /configurations gave no _id" >&2; exit 1; }
     ids+=("$id")
     url=""
     while :; do
         if [ -z "$url" ]; then
-            url=$(curl -fsS "$CD/configurations?type=endpoint&collection=$c" |
-                python3 -c 'import json,sys; c=json.load(sys.stdin)["configurations"]; print((c[0].get("url") or "") if c else "")')
+            url=$(curl -fsS "$CD/configurations?type=endpoint&collection=$c" | sed -n 's/.*"url":"\([^"]*\)".*/\1/p')
         fi
         if [ -n "$url" ] && curl -fsS -m 2 "$url?limit=1" 2>/dev/null | grep -q '"text"'; then
             break
@@ -68,8 +70,10 @@ for i in $(seq 1 "$N"); do
     ours+=("$(echo "$(now) - $t0" | bc)")
     served_by=$(curl -fsS "$CD/configurations/$id" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("container"))')
     curl -fsS -o /dev/null -X DELETE "${auth[@]}" "$CD/configurations/$id" || true
-    # Peer: a plain docker run of the same image scraping the same page once.
+    # Peer: a plain docker run of the same image scraping the same page once,
+    # on the same quiet machine (the replacement spares started first).
     config "$c" >"$cfgfile"
+    wait_spares
     t0=$(now)
     docker run --rm -i --network scrapr -e SCRAPR_ALLOW_PRIVATE_TARGETS=1 --entrypoint sh scrapr/scraper:latest \
         -c 'cat > /tmp/c.json; exec scrapr-scraper --once /tmp/c.json' <"$cfgfile" 2>/dev/null | head -1 >/dev/null
