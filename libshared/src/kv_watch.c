@@ -13,8 +13,7 @@ static long mono_ms(void)
     return (long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-void sh_kv_watch_init(struct sh_kv_watch *w, struct sh_consul *consul, const char *key,
-                      long wait_s)
+void sh_kv_watch_init(struct sh_kv_watch *w, struct sh_consul *consul, const char *key, long wait_s)
 {
     w->consul = consul;
     w->key = key;
