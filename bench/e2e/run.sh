@@ -16,6 +16,7 @@ curl -fsS "$CD/health" >/dev/null || { echo "config-discovery not reachable at $
 auth=()
 [ -n "${SCRAPR_API_TOKEN:-}" ] && auth=(-H "Authorization: Bearer $SCRAPR_API_TOKEN")
 now() { date +%s.%N; }
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.3f", b - a }'; }
 config() { # config COLLECTION
     printf '{"collection":"%s","ttl":60,"source":{"url":"http://demo-site/","type":"html"},"scope":"div.quote","fields":{"text":"span.text","author":"small.author"},"key":["text"]}' "$1"
 }
@@ -67,7 +68,7 @@ for i in $(seq 1 "$N"); do
         fi
         sleep 0.05
     done
-    ours+=("$(echo "$(now) - $t0" | bc)")
+    ours+=("$(since "$t0")")
     served_by=$(curl -fsS "$CD/configurations/$id" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("container"))')
     curl -fsS -o /dev/null -X DELETE "${auth[@]}" "$CD/configurations/$id" || true
     # Peer: a plain docker run of the same image scraping the same page once,
@@ -77,7 +78,7 @@ for i in $(seq 1 "$N"); do
     t0=$(now)
     docker run --rm -i --network scrapr -e SCRAPR_ALLOW_PRIVATE_TARGETS=1 --entrypoint sh scrapr/scraper:latest \
         -c 'cat > /tmp/c.json; exec scrapr-scraper --once /tmp/c.json' <"$cfgfile" 2>/dev/null | head -1 >/dev/null
-    peer+=("$(echo "$(now) - $t0" | bc)")
+    peer+=("$(since "$t0")")
     echo "run $i: scrapr ${ours[-1]} s (scraper $served_by), docker run ${peer[-1]} s" >&2
 done
 echo "bench/e2e: config POST -> first item at the public endpoint ($N runs, $(nproc) cores)"

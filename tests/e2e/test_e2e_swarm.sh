@@ -3,7 +3,8 @@
 # the demo configuration → within seconds a scraper and an endpoint run and the
 # endpoint serves exactly the demo site's items; a second configuration for the
 # same collection adds a scraper, not an endpoint; a change on the site shows at
-# the endpoint after the next scrape; DELETE → the spawned services go.
+# the endpoint after the next scrape; a new collection is claimed by the spare
+# scraper and endpoint and served within seconds; DELETE → the spawned services go.
 set -euo pipefail
 . "$(dirname "$0")/e2e_lib.sh"
 
@@ -64,6 +65,44 @@ docker exec "$site" sed -i 's|<nav>|<div class="quote"><span class="text">\xe2\x
 t0=$SECONDS
 wait_until 90 "the new quote at the endpoint" bash -c "curl -fsS '$url' | grep -q 'E2E fresh quote'"
 log "site change visible after $((SECONDS - t0)) s"
+
+# A new collection once the spares run: claimed by the spare scraper and endpoint
+# (no service of its own), served within seconds, with a replacement spare started.
+log "a new collection, served by the spares"
+free_spares_running() { # free spare apps (labels name no configuration) with a running task
+    local n=0 id reps
+    while read -r id reps; do
+        [ -z "$(docker service inspect -f '{{index .Spec.Labels "scrapr.config-id"}}' "$id")" ] || continue
+        [ "$reps" = 1/1 ] && n=$((n + 1))
+    done < <(docker service ls --filter label=scrapr.spare=1 --filter label=scrapr.role=app --format '{{.ID}} {{.Replicas}}')
+    echo "$n"
+}
+wait_until 120 "a free spare scraper and endpoint running" bash -c \
+    "$(declare -f free_spares_running); [ \$(free_spares_running) -ge 2 ]"
+t0=$(date +%s.%N)
+sid=$(curl -fsS -X POST -H 'Content-Type: application/json' "$CD/configurations" --data-binary @- <<'JSON' | python3 -c 'import json,sys; print(json.load(sys.stdin)["_id"])'
+{"collection": "sparequotes", "ttl": 60, "source": {"url": "http://demo-site/", "type": "html"},
+ "scope": "div.quote", "fields": {"text": "span.text"}, "key": ["text"]}
+JSON
+)
+deadline=$((SECONDS + 20))
+until u=$(curl -fsS "$CD/configurations?type=endpoint&collection=sparequotes" | sed -n 's/.*"url":"\([^"]*\)".*/\1/p') &&
+    [ -n "$u" ] && curl -fsS "$u" 2>/dev/null | grep -q '"text"'; do
+    ((SECONDS < deadline)) || fail "sparequotes not served within 20 s of its POST"
+    sleep 0.2
+done
+log "sparequotes served $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.2f", b-a}') s after its POST"
+container=$(json_get "$CD/configurations/$sid" 'j["container"]')
+[[ $container == scrapr-spare-scraper-* ]] || fail "sparequotes was not claimed by a spare scraper: $container"
+econtainer=$(json_get "$CD/configurations?type=endpoint&collection=sparequotes" 'j["configurations"][0]["container"]')
+[[ $econtainer == scrapr-spare-endpoint-* ]] || fail "sparequotes' endpoint was not a spare: $econtainer"
+wait_until 10 "the adopted spare labelled with its collection" bash -c \
+    ". $(dirname "$0")/e2e_lib.sh; [ \$(spawned scraper sparequotes) = 1 ]"
+wait_until 120 "replacement spares running" bash -c "$(declare -f free_spares_running); [ \$(free_spares_running) -ge 2 ]"
+code=$(curl -sS -o /dev/null -w '%{http_code}' -X DELETE "$CD/configurations/$sid")
+[[ $code == 20* ]] || fail "DELETE $sid answered $code"
+wait_until 60 "the adopted spares removed with their configuration" bash -c \
+    "[ \$(docker service ls -q --filter label=scrapr.collection=sparequotes | wc -l) = 0 ]"
 
 # DELETE both scraper configurations → their services go, and the endpoint's too.
 log "deleting configurations"
