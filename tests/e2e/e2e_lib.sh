@@ -29,6 +29,7 @@ wait_until() {
     done
 }
 
+free_range() { python3 "$ROOT/tests/lib/port_range.py" "$1"; } # N ports → "LO-HI"
 free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("",0)); print(s.getsockname()[1]); s.close()'
 }

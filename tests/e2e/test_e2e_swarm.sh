@@ -11,8 +11,7 @@ set -euo pipefail
 was_active=$(docker info -f '{{.Swarm.LocalNodeState}}')
 export SCRAPR_STACK=scrapre2e
 export CONFIG_DISCOVERY_PORT=$(free_port) DATASOURCE_PORT=$(free_port) CONSUL_PORT=$(free_port)
-p=$(free_port)
-export SCRAPR_ENDPOINT_PORTS="$p-$((p + 20))"
+export SCRAPR_ENDPOINT_PORTS=$(free_range 21)
 CD="http://127.0.0.1:$CONFIG_DISCOVERY_PORT"
 cleanup() {
     "$ROOT/deploy/down.sh" --volumes >/dev/null 2>&1 || true

@@ -29,30 +29,8 @@ ot_free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
 }
 
-# A free run of N consecutive ports (best effort) → "LO-HI".
-ot_port_range() {
-    python3 - "$1" <<'PY'
-import socket, random, sys
-n = int(sys.argv[1])
-for _ in range(200):
-    lo = random.randint(20000, 60000 - n)
-    ok = True
-    for p in range(lo, lo + n):
-        s = socket.socket()
-        try:
-            s.bind(("0.0.0.0", p))
-        except OSError:
-            ok = False
-        finally:
-            s.close()
-        if not ok:
-            break
-    if ok:
-        print(f"{lo}-{lo + n - 1}")
-        sys.exit(0)
-sys.exit(1)
-PY
-}
+# A free run of N consecutive ports → "LO-HI" (tests/lib/port_range.py).
+ot_port_range() { python3 "$SCRAPR_SOURCE_DIR/tests/lib/port_range.py" "$1"; }
 
 # ot_start_cd: the real scrapr-config-discovery on the test bed's FerretDB
 # (a database of its own) and Consul, bumping the revision key $OT_KV/revision
