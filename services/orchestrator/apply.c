@@ -191,9 +191,14 @@ static void run_job(struct orch_applier *a, struct job *j)
         }
         sh_err_clear(&err);
         rc = apply_step(ctx, s, &err);
-        if (rc < 0)
+        if (rc < 0) {
             orch_ctx_error(ctx, "%s %s: %s", orch_action_name(s->kind), step_name(s), err.msg);
-        else {
+            /* A port someone outside scrapr holds: move, rather than retry it. */
+            if (s->kind != ORCH_REMOVE && s->desired.port > 0 &&
+                (strstr(err.msg, "address already in use") ||
+                 strstr(err.msg, "port is already allocated")))
+                orch_port_held(ctx, s->desired.port);
+        } else {
             count(ctx, s->kind);
             sh_log_info("%s unit=%s seconds=%.3f", orch_action_name(s->kind), step_name(s),
                         orch_now_mono() - t0);

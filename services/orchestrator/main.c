@@ -174,6 +174,7 @@ int main(int argc, char **argv)
     json_decref(ctx.status);
     json_decref(ctx.errors);
     json_decref(ctx.unassigned_since);
+    json_decref(ctx.held_ports);
     free(ctx.node_addr);
     free(ctx.node_id);
     (void)pthread_cond_destroy(&ctx.cond);

@@ -225,6 +225,7 @@ struct orch_ctx {
     long passes;
     json_t *status;               /* last pass: per-configuration desired vs actual */
     json_t *errors;               /* ring of recent errors [{"time","error"}] */
+    json_t *held_ports;           /* {"<port>": monotonic time} an endpoint found taken */
     char *node_addr;              /* engine/swarm node address for URLs */
     char *node_id;                /* swarm: our own node's ID (Swarm.NodeID), or NULL */
     int url_pending;              /* reconcile thread only: an endpoint's node is not known yet */
@@ -236,6 +237,9 @@ struct orch_ctx {
 
 void orch_ctx_error(struct orch_ctx *ctx, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+/* Remembers that the engine refused port as taken by someone else (apply.c):
+ * for a while, endpoints are placed on other ports (reconcile.c). */
+void orch_port_held(struct orch_ctx *ctx, long port);
 /* Marks the state dirty and wakes the reconcile loop. */
 void orch_trigger(struct orch_ctx *ctx, const char *why);
 int orch_is_leader(struct orch_ctx *ctx);

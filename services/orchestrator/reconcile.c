@@ -18,6 +18,7 @@
 #include "shared/xalloc.h"
 
 #define MAX_ERRORS 20
+#define HELD_PORT_S 300.0 /* how long a port found held is avoided */
 
 double orch_now_mono(void)
 {
@@ -122,6 +123,61 @@ void orch_ctx_error(struct orch_ctx *ctx, const char *fmt, ...)
     if (ctx->metrics)
         sh_metric_inc(sh_metrics_counter(ctx->metrics, "scrapr_orchestrator_failures_total",
                                          "Failed reconcile steps"));
+}
+
+void orch_port_held(struct orch_ctx *ctx, long port)
+{
+    char key[24];
+
+    (void)snprintf(key, sizeof(key), "%ld", port);
+    sh_log_warn("endpoint port %ld is taken outside scrapr: moving its endpoint", port);
+    (void)pthread_mutex_lock(&ctx->lock);
+    if (!ctx->held_ports)
+        ctx->held_ports = json_object();
+    (void)json_object_set_new(ctx->held_ports, key, json_real(orch_now_mono()));
+    (void)pthread_mutex_unlock(&ctx->lock);
+}
+
+/* The actual state as the desired build should see it: a unit on a port
+ * found held (within HELD_PORT_S) does not keep that port, and the port
+ * shows as taken (a placeholder unit), so endpoints go to other free ports.
+ * The diff still compares against the real actual state. Deep copy. */
+static void actual_for_placement(struct orch_ctx *ctx, const struct orch_units *actual,
+                                 struct orch_units *view)
+{
+    const char *key;
+    json_t *t, *held;
+    void *tmp;
+    size_t i;
+    double now = orch_now_mono();
+
+    orch_units_init(view);
+    for (i = 0; i < actual->n; i++)
+        orch_unit_copy(orch_units_add(view), &actual->v[i]);
+    (void)pthread_mutex_lock(&ctx->lock);
+    held = ctx->held_ports ? json_deep_copy(ctx->held_ports) : NULL;
+    json_object_foreach_safe(ctx->held_ports, tmp, key, t)
+    {
+        if (now - json_real_value(t) > HELD_PORT_S)
+            (void)json_object_del(ctx->held_ports, key);
+    }
+    (void)pthread_mutex_unlock(&ctx->lock);
+    json_object_foreach(held, key, t)
+    {
+        long port = strtol(key, NULL, 10);
+        struct orch_unit *ph;
+        if (now - json_real_value(t) > HELD_PORT_S)
+            continue;
+        for (i = 0; i < view->n; i++)
+            if (view->v[i].port == port)
+                view->v[i].port = 0;
+        ph = orch_units_add(view);
+        ph->name = sh_xasprintf("(port %ld held outside scrapr)", port);
+        ph->config_id = sh_xstrdup("");
+        ph->type = sh_xstrdup("endpoint");
+        ph->port = port;
+    }
+    json_decref(held);
 }
 
 void orch_trigger(struct orch_ctx *ctx, const char *why)
@@ -524,7 +580,10 @@ int orch_reconcile_once(struct orch_ctx *ctx, struct sh_err *err)
     m_read = orch_now_mono();
     {
         json_t *placed = leave_to_spares(ctx, configs, &actual);
-        orch_desired_build(ctx->cfg, placed, &actual, &desired, &problems);
+        struct orch_units view;
+        actual_for_placement(ctx, &actual, &view);
+        orch_desired_build(ctx->cfg, placed, &view, &desired, &problems);
+        orch_units_done(&view);
         json_decref(placed);
     }
     for (i = 0; i < json_array_size(problems); i++)

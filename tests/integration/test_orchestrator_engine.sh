@@ -20,8 +20,9 @@ ot_wait 15 "orchestrator a becomes leader" ot_is_leader "$OT_PORT_a"
 
 ot_step "a new scraper configuration: scraper + its Redis, endpoint + its Redis, labels and env"
 # The first endpoint port is held by another process: the engine refuses the
-# endpoint's start until it is freed, which the orchestrator reports with the
-# engine's message and retries with backoff (not at engine speed).
+# endpoint's start, which the orchestrator reports with the engine's message
+# and answers by moving the endpoint to another free port of the range (not
+# by retrying the held one).
 lo=${OT_PORTS%-*}; hi=${OT_PORTS#*-}
 python3 -c 'import socket,sys,time; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("0.0.0.0", int(sys.argv[1]))); s.listen(); time.sleep(600)' "$lo" &
 holder=$!
@@ -34,12 +35,11 @@ S="$OT_PREFIX-scraper-$SID-0"
 E="$OT_PREFIX-endpoint-$EID"
 failures() { curl -sf "http://127.0.0.1:$1/metrics" | awk '/^scrapr_orchestrator_failures_total /{print $2}'; }
 ot_wait 30 "the engine's refusal reported in /status" bash -c "curl -sf http://127.0.0.1:$OT_PORT_a/status | grep -q 'create $E: docker'"
-f0=$(failures "$OT_PORT_a"); sleep 4; f1=$(failures "$OT_PORT_a")
-echo "failed attempts in 4 s while the port is held: $((${f1%.*} - ${f0%.*}))"
-((${f1%.*} - ${f0%.*} <= 5)) || ot_fail "retried without backoff: $f0 → $f1 failures in 4 s"
 for n in "$S" "$S-redis"; do ot_wait 30 "$n running" ot_running "$n"; done
+for n in "$E" "$E-redis"; do ot_wait 40 "$n running on another port" ot_running "$n"; done
+f0=$(failures "$OT_PORT_a"); sleep 4; f1=$(failures "$OT_PORT_a")
+((${f1%.*} - ${f0%.*} == 0)) || ot_fail "still failing after the move: $f0 → $f1 failures in 4 s"
 kill "$holder"
-for n in "$E" "$E-redis"; do ot_wait 40 "$n running once the port is free" ot_running "$n"; done
 labels=$(docker inspect -f '{{json .Config.Labels}}' "$S")
 for kv in "\"scrapr.config-id\":\"$SID\"" '"scrapr.type":"scraper"' "\"scrapr.collection\":\"$coll\"" \
     '"scrapr.role":"app"' "\"scrapr.owner\":\"$OT_OWNER\"" '"scrapr.version":"1"' '"scrapr.config-hash"'; do
@@ -67,17 +67,19 @@ ot_wait 20 "endpoint container recorded" ot_field_is "$EID" container "$E"
 url=$(ot_get_field "$EID" url)
 [[ $url == http://127.0.0.1:*/items ]] || ot_fail "endpoint url '$url'"
 port=${url##*:}; port=${port%%/*}
-[ "$port" = "$lo" ] || ot_fail "endpoint port $port, want the first of $OT_PORTS"
+[ "$port" = "$((lo + 1))" ] || ot_fail "endpoint port $port, want $((lo + 1)): the first free one after the held $lo"
 ot_wait 10 "endpoint answers at its recorded url" curl -sf "http://127.0.0.1:$port/health"
-# POST made version 1; the orchestrator's one PUT (container, url) version 2.
+# POST made version 1; the orchestrator's one PUT (container, url) version 2 —
+# the endpoint's maybe 3: a URL on the held port may have been recorded first.
 [ "$(ot_get_field "$SID" version)" = 2 ] || ot_fail "scraper config version $(ot_get_field "$SID" version), want 2"
-[ "$(ot_get_field "$EID" version)" = 2 ] || ot_fail "endpoint config version $(ot_get_field "$EID" version), want 2"
+ev=$(ot_get_field "$EID" version)
+[ "$ev" = 2 ] || [ "$ev" = 3 ] || ot_fail "endpoint config version $ev, want 2 (or 3 after the move)"
 
 ot_step "our own PUT (a version bump) neither redeploys nor loops"
 s_id=$(ot_cid "$S"); r_id=$(ot_cid "$S-redis"); e_id=$(ot_cid "$E")
 sleep 3
 [ "$(ot_cid "$S")" = "$s_id" ] && [ "$(ot_cid "$E")" = "$e_id" ] || ot_fail "the assignment PUT caused a redeploy"
-[ "$(ot_get_field "$SID" version)" = 2 ] && [ "$(ot_get_field "$EID" version)" = 2 ] ||
+[ "$(ot_get_field "$SID" version)" = 2 ] && [ "$(ot_get_field "$EID" version)" = "$ev" ] ||
     ot_fail "versions keep moving (PUT loop): $(ot_get_field "$SID" version) $(ot_get_field "$EID" version)"
 [ "$(ot_count)" -eq 4 ] || ot_fail "expected 4 containers, got $(ot_count)"
 
