@@ -6,8 +6,16 @@ STACK=${SCRAPR_STACK:-scrapr}
 volumes=0
 [ "${1:-}" = "--volumes" ] && volumes=1
 docker stack rm "$STACK" >/dev/null 2>&1 || true
-spawned=$(docker service ls -q --filter label=scrapr.type 2>/dev/null || true)
-[ -z "$spawned" ] || docker service rm $spawned >/dev/null
+# The stack's services go asynchronously, and a stopping orchestrator may still
+# create a unit (a replacement spare): remove what it spawned until the
+# orchestrator's containers are gone and nothing spawned is left (bounded).
+for _ in $(seq 1 60); do
+    spawned=$(docker service ls -q --filter label=scrapr.type 2>/dev/null || true)
+    [ -z "$spawned" ] || docker service rm $spawned >/dev/null 2>&1 || true
+    orch=$(docker ps -q --filter "label=com.docker.swarm.service.name=${STACK}_orchestrator" 2>/dev/null || true)
+    [ -n "$orch" ] || [ -n "$spawned" ] || break
+    sleep 1
+done
 containers=$(docker ps -aq --filter label=scrapr.type)
 [ -z "$containers" ] || docker rm -f $containers >/dev/null
 # The overlay network goes once its last service is gone.
