@@ -111,7 +111,13 @@ expect 0 "http://quotes.example.local/" "" -- "$CTL" --url "$url" endpoints
 grep -q "^quotes  *http://quotes.example.local/" "$tmp/out" || fail "endpoints: $(cat "$tmp/out")"
 expect 0 '"quotes": "http://quotes.example.local/"' "" -- "$CTL" --url "$url" --json endpoints
 
-# discovery: through Consul (no --url), and through the env override
+# discovery: through Consul (no --url), and through the env override. Consul
+# lists a service as passing only after its first health check ran (within
+# the check's interval of the registration): wait for that first.
+for _ in $(seq 150); do
+    curl -sf "http://127.0.0.1:$cport/v1/health/service/config-discovery?passing" | grep -q '"ServiceID"' && break
+    sleep 0.2
+done
 expect 0 "$id" "" -- env CONSUL_HTTP_ADDR=127.0.0.1:$cport "$CTL" get
 expect 0 "$id" "" -- env SCRAPR_CONFIG_DISCOVERY_URL="$url/" CONSUL_HTTP_ADDR=127.0.0.1:1 "$CTL" get
 
