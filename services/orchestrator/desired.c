@@ -390,35 +390,32 @@ static void add_spare(struct orch_units *ret, const struct orch_config *cfg, con
 static void add_free_spares(struct orch_units *ret, const struct orch_config *cfg,
                             const struct orch_units *actual, const char *type, char *used)
 {
+    /* per index of an actual spare app: 1 free (labels name no configuration),
+     * 2 not free (an adopted-and-released spare still being removed keeps
+     * its index) */
+    char *seen = sh_xcalloc(MAX_SPARE_INDEX, 1);
     long k, kept = 0;
     size_t i;
 
-    for (k = 0; k < MAX_SPARE_INDEX && kept < cfg->spares; k++) {
-        char *name;
-        const struct orch_unit *a;
-        if (used[k])
+    for (i = 0; actual && i < actual->n; i++) {
+        const struct orch_unit *a = &actual->v[i];
+        if (a->role != ORCH_ROLE_APP || (k = orch_spare_index(cfg, type, a->name)) < 0)
             continue;
-        name = spare_name(cfg, type, k, ORCH_ROLE_APP);
-        a = orch_units_find(actual, name);
-        free(name);
-        if (a && (!a->config_id || !*a->config_id)) {
+        seen[k] = !a->config_id || !*a->config_id ? 1 : 2;
+    }
+    for (k = 0; k < MAX_SPARE_INDEX && kept < cfg->spares; k++)
+        if (!used[k] && seen[k] == 1) {
             add_spare(ret, cfg, type, k, NULL, NULL);
             used[k] = 1;
             kept++;
         }
-    }
-    for (k = 0; k < MAX_SPARE_INDEX && kept < cfg->spares; k++) {
-        int taken = used[k];
-        /* an adopted-and-released spare still being removed keeps its index */
-        for (i = 0; !taken && actual && i < actual->n; i++)
-            taken = actual->v[i].role == ORCH_ROLE_APP &&
-                    orch_spare_index(cfg, type, actual->v[i].name) == k;
-        if (taken)
-            continue;
-        add_spare(ret, cfg, type, k, NULL, NULL);
-        used[k] = 1;
-        kept++;
-    }
+    for (k = 0; k < MAX_SPARE_INDEX && kept < cfg->spares; k++)
+        if (!used[k] && !seen[k]) {
+            add_spare(ret, cfg, type, k, NULL, NULL);
+            used[k] = 1;
+            kept++;
+        }
+    free(seen);
 }
 
 static void problem(json_t *problems, const char *id, const char *msg)

@@ -141,33 +141,36 @@ void orch_port_held(struct orch_ctx *ctx, long port)
 /* The actual state as the desired build should see it: a unit on a port
  * found held (within HELD_PORT_S) does not keep that port, and the port
  * shows as taken (a placeholder unit), so endpoints go to other free ports.
- * The diff still compares against the real actual state. Deep copy. */
-static void actual_for_placement(struct orch_ctx *ctx, const struct orch_units *actual,
-                                 struct orch_units *view)
+ * The diff still compares against the real actual state. Returns actual
+ * itself when no port is held, else view (a deep copy; the caller frees it
+ * either way). */
+static const struct orch_units *
+placement_view(struct orch_ctx *ctx, const struct orch_units *actual, struct orch_units *view)
 {
     const char *key;
-    json_t *t, *held;
+    json_t *t, *held = NULL;
     void *tmp;
     size_t i;
     double now = orch_now_mono();
 
     orch_units_init(view);
-    for (i = 0; i < actual->n; i++)
-        orch_unit_copy(orch_units_add(view), &actual->v[i]);
     (void)pthread_mutex_lock(&ctx->lock);
-    held = ctx->held_ports ? json_deep_copy(ctx->held_ports) : NULL;
     json_object_foreach_safe(ctx->held_ports, tmp, key, t)
     {
         if (now - json_real_value(t) > HELD_PORT_S)
             (void)json_object_del(ctx->held_ports, key);
     }
+    if (json_object_size(ctx->held_ports) > 0)
+        held = json_deep_copy(ctx->held_ports);
     (void)pthread_mutex_unlock(&ctx->lock);
+    if (!held)
+        return actual;
+    for (i = 0; i < actual->n; i++)
+        orch_unit_copy(orch_units_add(view), &actual->v[i]);
     json_object_foreach(held, key, t)
     {
         long port = strtol(key, NULL, 10);
         struct orch_unit *ph;
-        if (now - json_real_value(t) > HELD_PORT_S)
-            continue;
         for (i = 0; i < view->n; i++)
             if (view->v[i].port == port)
                 view->v[i].port = 0;
@@ -178,6 +181,7 @@ static void actual_for_placement(struct orch_ctx *ctx, const struct orch_units *
         ph->port = port;
     }
     json_decref(held);
+    return view;
 }
 
 void orch_trigger(struct orch_ctx *ctx, const char *why)
@@ -349,16 +353,6 @@ static void record_assignments(struct orch_ctx *ctx, const json_t *configs,
     }
 }
 
-static int json_array_contains_str(const json_t *a, const char *s)
-{
-    size_t i;
-    const json_t *v;
-
-    json_array_foreach(a, i, v) if (strcmp(json_string_value(v) ? json_string_value(v) : "", s) ==
-                                    0) return 1;
-    return 0;
-}
-
 /* {"scraper": {"free": n, "running": m}, "endpoint": {...}}: desired free spares. */
 static json_t *spares_status(const struct orch_units *desired, const struct orch_units *actual)
 {
@@ -410,8 +404,9 @@ static json_t *build_status(const json_t *configs, const struct orch_units *desi
         }
         for (k = 0; k < actual->n; k++) {
             const struct orch_unit *x = &actual->v[k];
-            /* by name: an adopted spare may still carry a free spare's labels */
-            if (!json_array_contains_str(d, x->name) && strcmp(x->config_id, id) != 0)
+            /* by name too: an adopted spare may still carry a free spare's labels */
+            const struct orch_unit *du = orch_units_find(desired, x->name);
+            if (!(du && strcmp(du->config_id, id) == 0) && strcmp(x->config_id, id) != 0)
                 continue;
             (void)json_array_append_new(
                 a, json_pack("{s:s, s:s, s:s, s:I, s:I}", "name", x->name, "role",
@@ -581,8 +576,8 @@ int orch_reconcile_once(struct orch_ctx *ctx, struct sh_err *err)
     {
         json_t *placed = leave_to_spares(ctx, configs, &actual);
         struct orch_units view;
-        actual_for_placement(ctx, &actual, &view);
-        orch_desired_build(ctx->cfg, placed, &view, &desired, &problems);
+        orch_desired_build(ctx->cfg, placed, placement_view(ctx, &actual, &view), &desired,
+                           &problems);
         orch_units_done(&view);
         json_decref(placed);
     }

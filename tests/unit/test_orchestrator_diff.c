@@ -430,8 +430,6 @@ static void test_spares_kept_free_then_adopted_without_restart(void)
     orch_units_done(&d);
     json_decref(configs);
     json_decref(none);
-    cfg.driver = (char *)"engine";
-    cfg.spares = 0;
 }
 
 static void test_spare_of_a_deleted_configuration_is_removed_not_reused(void)
@@ -465,8 +463,6 @@ static void test_spare_of_a_deleted_configuration_is_removed_not_reused(void)
     orch_units_done(&a);
     orch_units_done(&d);
     json_decref(none);
-    cfg.driver = (char *)"engine";
-    cfg.spares = 0;
 }
 
 int main(void)
