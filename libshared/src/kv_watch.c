@@ -15,7 +15,7 @@ static long mono_ms(void)
 
 void sh_kv_watch_init(struct sh_kv_watch *w, struct sh_consul *consul, const char *key, long wait_s)
 {
-    w->consul = consul;
+    w->consul = key && *key ? consul : NULL; /* no key to watch: waits are sleeps */
     w->key = key;
     w->wait_s = wait_s > 0 ? wait_s : 3;
     w->index = 0;

@@ -417,7 +417,7 @@ static int wait_next_run(struct scr_ctx *c, struct sh_kv_watch *w, long wait_ms,
         if (left <= 0)
             return 0;
         /* (without a known index the watch re-learns it and sleeps one chunk) */
-        if (!w->consul || !w->key || !*w->key || left < 1.0)
+        if (!w->consul || left < 1.0)
             return sleep_ms((long)(left * 1000.0)) ? -1 : 0;
         w->wait_s = (long)left < c->cfg->claim_wait_s ? (long)left : c->cfg->claim_wait_s;
         int rc = sh_kv_watch_wait(w, sleep_ms);
@@ -445,8 +445,7 @@ void scr_ctx_loop(struct scr_ctx *c, int (*stopping)(void), int (*sleep_ms)(long
     struct sh_kv_watch rev;
 
     sh_kv_watch_init(&rev, c->consul, c->cfg->revision_key, c->cfg->claim_wait_s);
-    if (rev.consul && rev.key && *rev.key)
-        sh_kv_watch_prime(&rev);
+    sh_kv_watch_prime(&rev);
     while (!stopping()) {
         struct sh_err err = {0};
         /* Right after a load (start, claim, change) scrape at once: no second fetch. */

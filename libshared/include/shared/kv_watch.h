@@ -21,7 +21,8 @@ struct sh_kv_watch {
     int consul_down;          /* logged once per outage */
 };
 
-/* wait_s <= 0 means 3 s. */
+/* wait_s <= 0 means 3 s. A NULL or empty key watches nothing (consul is
+ * then left unset: waits are sleeps). */
 void sh_kv_watch_init(struct sh_kv_watch *w, struct sh_consul *consul, const char *key,
                       long wait_s);
 /* Learns the current index without blocking. Call it before looking at the
