@@ -40,15 +40,22 @@ static size_t sink(char *d, size_t s, size_t n, void *arg)
     return s * n;
 }
 
-/* One HTTP request; returns status or -1; *body malloc'd (may be NULL). */
+/* One HTTP request; returns status or -1; *body malloc'd (may be NULL).
+ * One easy handle for the whole run, so requests reuse their connection
+ * (keep-alive) the way scrapr's services do (libshared http_client) and the
+ * way the peer's mongoc client keeps its connection. */
+static CURL *c;
+
 static long http(const char *method, const char *url, const char *hdr, const char *body,
                  char **ret_body)
 {
-    CURL *c = curl_easy_init();
     struct curl_slist *h = NULL;
     struct mem m = {NULL, 0};
     long st = -1;
 
+    if (!c && !(c = curl_easy_init()))
+        return -1;
+    curl_easy_reset(c);
     h = curl_slist_append(h, "Content-Type: application/json");
     if (hdr)
         h = curl_slist_append(h, hdr);
@@ -64,7 +71,6 @@ static long http(const char *method, const char *url, const char *hdr, const cha
     if (curl_easy_perform(c) == CURLE_OK)
         curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &st);
     curl_slist_free_all(h);
-    curl_easy_cleanup(c);
     if (ret_body)
         *ret_body = m.p;
     else
@@ -233,6 +239,8 @@ int main(int argc, char **argv)
     free(lat);
     mongoc_client_destroy(mc);
     mongoc_cleanup();
+    if (c)
+        curl_easy_cleanup(c);
     curl_global_cleanup();
     return 0;
 }

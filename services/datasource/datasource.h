@@ -7,6 +7,7 @@
  *   tailer.c    the tailer thread: capped_datasources -> reduce, resume state, lock
  *   reduce.c    one batch -> monotonic upserts into items_<name> + collections_meta
  *   feed.c      in-process change feed (revision per collection + condition variable)
+ *   handoff.c   ingest -> tailer queue of just-stored capped documents (poll mode)
  *   api.c       HTTP handlers
  *
  * See docs/datasource.md for the storage layout and the exactly-once argument. */
@@ -116,6 +117,27 @@ void ds_feed_wait_ingest(struct ds_feed *f, uint64_t *seen, long timeout_ms);
 /* Number of ds_feed_ingested() calls so far. */
 uint64_t ds_feed_ingest_count(struct ds_feed *f);
 
+/* --- handoff.c --- */
+
+/* Capped documents stored by this process, for the local tailer to reduce
+ * without reading them back (a shortcut: the capped collection stays the
+ * source of truth). Thread-safe. */
+struct ds_handoff;
+struct ds_handoff *ds_handoff_new(size_t max_docs, size_t max_bytes);
+void ds_handoff_free(struct ds_handoff *h);
+/* on: accept pushes (the local tailer is tailing); off: drop everything held. */
+void ds_handoff_enable(struct ds_handoff *h, int on);
+/* Takes ownership of doc; keeps it when enabled and there is room (1), else
+ * destroys it (0). Callers push in seq order. */
+int ds_handoff_push(struct ds_handoff *h, bson_t *doc);
+/* Moves up to max of the oldest documents into docs (at least one, then
+ * while their total stays within max_bytes); the caller owns them. */
+size_t ds_handoff_take(struct ds_handoff *h, bson_t **docs, size_t max, size_t max_bytes);
+/* Forgets the documents whose _id is in ids (a JSON array of strings): the
+ * tailer read them from the capped collection. */
+void ds_handoff_drop_ids(struct ds_handoff *h, json_t *ids);
+size_t ds_handoff_count(struct ds_handoff *h);
+
 /* --- runtime context --- */
 
 struct ds_reducer; /* reduce.c: the tailer's item cache and per-collection facts */
@@ -138,6 +160,7 @@ struct ds_ctx {
     mongoc_client_pool_t *pool;
     char *db;
     struct ds_feed *feed;
+    struct ds_handoff *handoff; /* ingest -> local tailer (poll mode) */
     struct ds_metrics m;
     struct sh_consul *consul;    /* may be NULL */
     pthread_mutex_t ingest_lock; /* serialises sequence + capped insert (see ingest.c) */

@@ -347,6 +347,12 @@ int ds_ingest(struct ds_ctx *ctx, const struct ds_batch *b, struct ds_ingest_res
     bson_destroy(&reply);
     ret->seq = seq;
     rc = 0;
+    /* still under ingest_lock: the hand-off stays in seq order */
+    if (ctx->poll)
+        (void)ds_handoff_push(ctx->handoff, doc);
+    else
+        bson_destroy(doc);
+    doc = NULL;
     goto out;
 refuse:
     ret->status = 503;

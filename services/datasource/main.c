@@ -10,6 +10,10 @@
 
 static struct ds_config cfg;
 
+/* ingest -> tailer hand-off bounds (handoff.c): a few rounds' worth */
+#define HANDOFF_DOCS 256
+#define HANDOFF_BYTES ((size_t)32 << 20)
+
 static const struct sh_envconf table[] = {
     {"MONGO_URL", SH_ENV_STRING, &cfg.mongo_url, "mongodb://127.0.0.1:27017", 0, 0,
      "MongoDB URI (database scrapr unless the URI names one)"},
@@ -61,6 +65,7 @@ int main(int argc, char **argv)
     memset(&ctx, 0, sizeof(ctx));
     ctx.cfg = &cfg;
     ctx.feed = ds_feed_new();
+    ctx.handoff = ds_handoff_new(HANDOFF_DOCS, HANDOFF_BYTES);
     (void)pthread_mutex_init(&ctx.ingest_lock, NULL);
     (void)pthread_mutex_init(&ctx.write_lock, NULL);
     ctx.pool = sh_mongo_pool_new(cfg.mongo_url, &ctx.db, &err);
@@ -104,6 +109,7 @@ int main(int argc, char **argv)
     mongoc_client_pool_destroy(ctx.pool);
     free(ctx.db);
     ds_feed_free(ctx.feed);
+    ds_handoff_free(ctx.handoff);
     (void)pthread_mutex_destroy(&ctx.ingest_lock);
     (void)pthread_mutex_destroy(&ctx.write_lock);
     sh_envconf_done(table);

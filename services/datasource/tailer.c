@@ -65,6 +65,9 @@
  * transaction (~2 ms) each. Batches are stored deflated, so a scan is cheap
  * until the backlog is long: after this many full rounds in a row, per _id. */
 #define SCAN_ROUNDS 16
+/* Poll mode with the hand-off feeding rounds: read the capped collection at
+ * least this often anyway (batches of other replicas, see poll_round). */
+#define DB_POLL_MS 250
 
 struct tailer {
     struct ds_ctx *ctx;
@@ -87,6 +90,9 @@ struct tailer {
     int64_t renew_at;
     uint64_t ingest_seen;
     int64_t pruned_at; /* when `batches` was last pruned (poll and cursor mode) */
+    int64_t db_due;    /* poll mode: next read of the capped collection (0: at once) */
+    int db_behind;     /* poll mode: the last read was full, more may wait there */
+    int handoff_on;    /* the hand-off is enabled (this process tails in poll mode) */
 };
 
 /* Forgets reduced batch_ids older than DS_BATCH_RETENTION_S: `batches` would
@@ -403,40 +409,81 @@ static void tail_once(struct tailer *t, int64_t skip_upto)
  * collection, reduced, position saved, then deleted. 2 = did a full round
  * (more may wait), 1 = did a round, 0 = nothing to do, -1 = error (retried
  * after a pause). */
+static void append_id(json_t *ids, const bson_t *doc)
+{
+    bson_iter_t it;
+
+    if (bson_iter_init_find(&it, doc, "_id") && BSON_ITER_HOLDS_UTF8(&it))
+        (void)json_array_append_new(ids, json_string(bson_iter_utf8(&it, NULL)));
+}
+
+/* Poll mode: the oldest documents of the capped collection (at most limit,
+ * ROUND_BYTES_MAX) into docs/ids. Count, or -1. */
+static long read_capped(struct tailer *t, mongoc_collection_t *col, bson_t **docs, size_t limit,
+                        json_t *ids)
+{
+    bson_t filter = BSON_INITIALIZER;
+    /* no filter, no sort: FerretDB answers with ORDER BY record_id LIMIT n */
+    bson_t *opts = BCON_NEW("limit", BCON_INT64((int64_t)limit));
+    mongoc_cursor_t *cur = mongoc_collection_find_with_opts(col, &filter, opts, NULL);
+    const bson_t *doc;
+    bson_error_t berr;
+    size_t n = 0, bytes = 0;
+    long rc;
+
+    while (n < limit && bytes < ROUND_BYTES_MAX && mongoc_cursor_next(cur, &doc)) {
+        docs[n++] = bson_copy(doc);
+        bytes += doc->len;
+        append_id(ids, doc);
+    }
+    rc = (long)n;
+    if (mongoc_cursor_error(cur, &berr)) {
+        sh_metric_inc(t->ctx->m.errors);
+        sh_log_warn("tailer_poll_failed error=\"%s\"", berr.message);
+        rc = -1;
+    }
+    /* the cursor is closed before any write (no open cursor on FerretDB) */
+    mongoc_cursor_destroy(cur);
+    bson_destroy(opts);
+    bson_destroy(&filter);
+    return rc;
+}
+
 static int poll_round(struct tailer *t)
 {
     struct ds_ctx *ctx = t->ctx;
     mongoc_collection_t *col = mongoc_client_get_collection(t->c, ctx->db, DS_CAPPED);
-    bson_t filter = BSON_INITIALIZER;
     size_t limit = (size_t)(t->round > 0 ? t->round : 1);
-    /* no filter, no sort: FerretDB answers with ORDER BY record_id LIMIT n */
-    bson_t *opts = BCON_NEW("limit", BCON_INT64((int64_t)limit));
-    mongoc_cursor_t *cur = mongoc_collection_find_with_opts(col, &filter, opts, NULL);
     bson_t **docs = sh_xcalloc(limit, sizeof(*docs));
     json_t *ids = json_array();
-    const bson_t *doc;
-    bson_error_t berr;
     struct sh_err err;
-    size_t n = 0, bytes = 0, i;
-    int64_t now;
-    int rc = 1, lazy, deleted;
+    size_t n = 0, i;
+    int64_t now = ds_now_ms();
+    int rc = 1, lazy, deleted, from_db = 1;
 
-    while (n < limit && bytes < ROUND_BYTES_MAX && mongoc_cursor_next(cur, &doc)) {
-        bson_iter_t it;
-        docs[n++] = bson_copy(doc);
-        bytes += doc->len;
-        if (bson_iter_init_find(&it, doc, "_id") && BSON_ITER_HOLDS_UTF8(&it))
-            (void)json_array_append_new(ids, json_string(bson_iter_utf8(&it, NULL)));
+    /* While the hand-off is on, this process's own batches come through it;
+     * the capped collection is read every DB_POLL_MS (other replicas'
+     * batches, and anything the hand-off dropped) and, after a read came back
+     * full (a backlog), until one comes back short. An empty hand-off between
+     * reads is "nothing to do": no empty find after every round. */
+    if (t->handoff_on && !t->db_behind && now < t->db_due) {
+        n = ds_handoff_take(ctx->handoff, docs, limit, ROUND_BYTES_MAX);
+        for (i = 0; i < n; i++)
+            append_id(ids, docs[i]);
+        from_db = 0;
     }
-    if (mongoc_cursor_error(cur, &berr)) {
-        sh_metric_inc(ctx->m.errors);
-        sh_log_warn("tailer_poll_failed error=\"%s\"", berr.message);
-        rc = -1;
-        goto out;
+    if (from_db) {
+        long got = read_capped(t, col, docs, limit, ids);
+        if (got < 0) {
+            rc = -1;
+            goto out;
+        }
+        n = (size_t)got;
+        t->db_due = now + DB_POLL_MS;
+        t->db_behind = n == limit;
+        if (n > 0) /* read here: the hand-off must not bring them again */
+            ds_handoff_drop_ids(ctx->handoff, ids);
     }
-    /* the cursor is closed before any write (no open cursor on FerretDB) */
-    mongoc_cursor_destroy(cur);
-    cur = NULL;
     if (n == 0) {
         rc = flush_state(t) < 0 ? -1 : 0;
         goto out;
@@ -452,8 +499,10 @@ static int poll_round(struct tailer *t)
     lazy = n == limit && ds_now_ms() - t->saved_at < STATE_EVERY_MS;
     if (reduce_round(t, (const bson_t *const *)docs, n, lazy) < 0) {
         /* A round that cannot be written as a whole (e.g. over the journal
-         * limit) must not block the batches behind it: retry one by one. */
+         * limit) must not block the batches behind it: retry one by one,
+         * from the capped collection (the hand-off gave these up). */
         t->round = 1;
+        t->db_due = 0;
         rc = -1;
         goto out;
     }
@@ -481,14 +530,10 @@ static int poll_round(struct tailer *t)
     if (rc == 1 && n == limit)
         rc = 2;
 out:
-    if (cur)
-        mongoc_cursor_destroy(cur);
     for (i = 0; i < n; i++)
         bson_destroy(docs[i]);
     free(docs);
     json_decref(ids);
-    bson_destroy(opts);
-    bson_destroy(&filter);
     mongoc_collection_destroy(col);
     return rc;
 }
@@ -517,6 +562,16 @@ static void gather(struct tailer *t, uint64_t round_start)
     }
 }
 
+/* The hand-off is on only while this process tails in poll mode; off drops
+ * what it holds (the capped collection still has it). */
+static void set_handoff(struct tailer *t, int on)
+{
+    if (on == t->handoff_on)
+        return;
+    ds_handoff_enable(t->ctx->handoff, on);
+    t->handoff_on = on;
+}
+
 static void *tailer_main(void *arg)
 {
     struct tailer t;
@@ -537,6 +592,7 @@ static void *tailer_main(void *arg)
     while (!t.ctx->stop) {
         int held = hold_lock(&t);
         __atomic_store_n(&t.ctx->tailing, held && started, __ATOMIC_RELAXED);
+        set_handoff(&t, held && started && t.poll);
         if (!held) {
             ds_feed_wait_ingest(t.ctx->feed, &t.ingest_seen, 1000);
             started = 0; /* re-read the position the other replica left */
@@ -559,6 +615,8 @@ static void *tailer_main(void *arg)
             sh_log_info("tailer_start position=%" PRId64 " replay_window=%ld", t.seq,
                         t.poll ? 0L : t.ctx->cfg->resume_window);
             started = 1;
+            t.db_due = 0; /* first read the capped collection: it holds the backlog */
+            set_handoff(&t, t.poll);
             if (!t.poll) {
                 check_overrun(&t);
                 tail_once(&t, t.seq - t.ctx->cfg->resume_window);
@@ -585,6 +643,7 @@ static void *tailer_main(void *arg)
             ds_feed_wait_ingest(t.ctx->feed, &t.ingest_seen, t.ctx->cfg->poll_ms);
     }
     __atomic_store_n(&t.ctx->tailing, 0, __ATOMIC_RELAXED);
+    set_handoff(&t, 0);
     if (t.session || !t.ctx->consul || !t.ctx->cfg->tailer_lock)
         (void)flush_state(&t); /* still the tailer: leave the position current */
     release_lock(&t);

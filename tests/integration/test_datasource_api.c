@@ -663,6 +663,70 @@ static void test_batch_ids_are_forgotten_after_the_retention_window(void)
     free(db);
 }
 
+/* Two replicas on one database: the tailing one reduces its own batches from
+ * the in-process hand-off and must still pick up the batches the other
+ * replica (DS_TAILER=0) stores, from the capped collection, while its own
+ * stream keeps the hand-off busy. Every batch of both ends up reduced once
+ * and the capped collection is left empty (FerretDB: poll mode). */
+static void test_other_replicas_batches_are_reduced_beside_the_handoff(void)
+{
+    struct ds_proc tail = {0}, other = {0};
+    char *db = th_unique("t_ds_replicas");
+    const char *on[] = {"DS_TAILER_LOCK=0", NULL};
+    const char *off[] = {"DS_TAILER=0", NULL};
+    int64_t posted_at = 0, seen_at = 0;
+    json_t *page;
+    mongoc_client_t *mc;
+
+    ds_start(&tail, db, on);
+    ds_start(&other, db, off);
+    for (int i = 0; i < 40; i++) {
+        char body[160];
+        (void)snprintf(body, sizeof(body),
+                       "{\"collection\":\"rep\",\"batch_id\":\"own-%d\",\"key\":[\"k\"],"
+                       "\"data\":[{\"k\":\"own%d\"}]}",
+                       i, i);
+        ASSERT_EQ(ds_post(&tail, body, NULL), 202);
+        if (i == 10) {
+            ASSERT_EQ(ds_post(&other,
+                              "{\"collection\":\"rep2\",\"batch_id\":\"theirs\","
+                              "\"data\":[{\"k\":\"theirs\"}]}",
+                              NULL),
+                      202);
+            posted_at = th_now_ms();
+        }
+        if (i > 10 && !seen_at && ds_get(&tail, "/collections/rep2", NULL, NULL, NULL) == 200)
+            seen_at = th_now_ms();
+    }
+    page = ds_wait_revision(&tail, "rep2", 1, NULL);
+    if (!seen_at)
+        seen_at = th_now_ms();
+    fprintf(stderr, "other replica's batch reduced %lld ms after its 202\n",
+            (long long)(seen_at - posted_at));
+    ASSERT_EQ(json_integer_value(json_object_get(page, "count")), 1);
+    json_decref(page);
+    mc = ds_mongo(db);
+    {
+        int64_t deadline = th_now_ms() + 5000;
+        for (;;) {
+            json_t *own = ds_get_json(&tail, "/collections/rep?limit=1", 200);
+            json_int_t n = json_integer_value(json_object_get(own, "count"));
+            json_decref(own);
+            if (n == 40 && ds_count(mc, db, "capped_datasources", NULL) == 0)
+                break;
+            ASSERT_LT(th_now_ms(), deadline);
+            (void)usleep(20000);
+        }
+    }
+    ASSERT_EQ(ds_count(mc, db, "batches", NULL), 41);
+    mongoc_client_destroy(mc);
+    ds_stop(&other, SIGTERM);
+    ds_stop(&tail, SIGTERM);
+    free(other.db);
+    free(tail.db);
+    free(db);
+}
+
 int main(void)
 {
     /* A missing test bed is a failure, never a skip. */
@@ -677,5 +741,6 @@ int main(void)
     RUN(test_backpressure_engages_before_capped_overwrite);
     RUN(test_one_round_of_many_batches_equals_one_by_one);
     RUN(test_batch_ids_are_forgotten_after_the_retention_window);
+    RUN(test_other_replicas_batches_are_reduced_beside_the_handoff);
     return 0;
 }
