@@ -1,8 +1,18 @@
 /* HTTP client on the libcurl easy interface (see shared/http_client.h).
  *
- * One call = one blocking request on a fresh easy handle, so calls from many
- * threads never share state; curl_global_init runs once (pthread_once). The
- * response body goes into a bounded sh_buf (SH_ELIMIT past max_response), the
+ * One call = one blocking request on a fresh easy handle. Keep-alive: the
+ * handle takes its connection and DNS caches from a curl share object private
+ * to the calling thread, so a thread's successive calls reuse one connection
+ * per server. Not one process-wide share: libcurl documents a connection cache
+ * used by concurrent threads as unsupported (known bug), and per thread no
+ * locking is needed. A thread's share and idle connections are freed when it
+ * exits; curl_global_init and the thread key are made once (pthread_once).
+ * libcurl closes, never reuses, a connection whose transfer failed (timeout,
+ * cancel, body or header limit); a cached connection found dead is replaced,
+ * and a request on a reused connection that the server closes before any
+ * answer is sent once more on a new connection by libcurl, whatever the method.
+ *
+ * The response body goes into a bounded sh_buf (SH_ELIMIT past max_response), the
  * header block into another; Content-Type/ETag/Location/Retry-After are picked
  * from the final response's headers. Retries: transport errors and
  * 429/502/503/504 are retried with exponential backoff and full jitter
@@ -12,6 +22,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -39,10 +50,39 @@
 
 static pthread_once_t global_once = PTHREAD_ONCE_INIT;
 static CURLcode global_rc = CURLE_OK;
+static int share_key_rc = -1;   /* pthread_key_create's result */
+static pthread_key_t share_key; /* this thread's CURLSH *, freed at thread exit */
+
+static void share_free(void *sh)
+{
+    /* No easy handle outlives its call, so the share is never in use here. */
+    (void)curl_share_cleanup(sh);
+}
 
 static void global_init(void)
 {
     global_rc = curl_global_init(CURL_GLOBAL_ALL);
+    share_key_rc = pthread_key_create(&share_key, share_free);
+}
+
+/* The calling thread's share object (connection + DNS cache), made on first
+ * use. Used by this thread only, so it needs no lock callbacks. NULL on
+ * allocation failure. */
+static CURLSH *thread_share(void)
+{
+    CURLSH *sh = pthread_getspecific(share_key);
+
+    if (sh)
+        return sh;
+    if (!(sh = curl_share_init()))
+        return NULL;
+    if (curl_share_setopt(sh, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT) != CURLSHE_OK ||
+        curl_share_setopt(sh, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS) != CURLSHE_OK ||
+        pthread_setspecific(share_key, sh) != 0) {
+        (void)curl_share_cleanup(sh);
+        return NULL;
+    }
+    return sh;
 }
 
 /* Per-attempt transfer state shared with the callbacks. */
@@ -88,6 +128,17 @@ static int on_progress(void *userdata, curl_off_t dltotal, curl_off_t dlnow, cur
 
     (void)dltotal, (void)dlnow, (void)ultotal, (void)ulnow;
     return x->cancel && __atomic_load_n(x->cancel, __ATOMIC_SEQ_CST) ? 1 : 0;
+}
+
+/* Idle keep-alive sockets outlive the call: keep them out of exec'd children. */
+static int on_socket(void *userdata, curl_socket_t fd, curlsocktype purpose)
+{
+    int flags = fcntl(fd, F_GETFD);
+
+    (void)userdata, (void)purpose;
+    if (flags < 0 || fcntl(fd, F_SETFD, flags | FD_CLOEXEC) < 0)
+        return CURL_SOCKOPT_ERROR;
+    return CURL_SOCKOPT_OK;
 }
 
 /* Finds header `name` in a raw header block; returns a new trimmed string or NULL. */
@@ -265,9 +316,9 @@ fail:
 }
 
 /* Sets every option of one attempt; returns the first failing CURLcode or CURLE_OK. */
-static CURLcode setup(CURL *h, const struct sh_http_client_opts *o, const char *method,
-                      const char *url, struct curl_slist *hl, const char *body, size_t body_len,
-                      struct xfer *x, char *errbuf)
+static CURLcode setup(CURL *h, CURLSH *share, const struct sh_http_client_opts *o,
+                      const char *method, const char *url, struct curl_slist *hl, const char *body,
+                      size_t body_len, struct xfer *x, char *errbuf)
 {
     CURLcode rc = CURLE_OK;
     const char *ua = o->user_agent ? o->user_agent : "scrapr/" SCRAPR_VERSION;
@@ -278,6 +329,8 @@ static CURLcode setup(CURL *h, const struct sh_http_client_opts *o, const char *
             rc = curl_easy_setopt(h, opt, val);                                                    \
     } while (0)
     SET(CURLOPT_ERRORBUFFER, errbuf);
+    SET(CURLOPT_SHARE, share); /* keep-alive: connections outlive the handle */
+    SET(CURLOPT_SOCKOPTFUNCTION, on_socket);
     SET(CURLOPT_NOSIGNAL, 1L);
     SET(CURLOPT_URL, url);
     SET(CURLOPT_CONNECTTIMEOUT_MS,
@@ -371,7 +424,8 @@ static int attempt(const struct sh_http_client_opts *o, const char *method, cons
 {
     char errbuf[CURL_ERROR_SIZE];
     struct xfer x;
-    CURL *h;
+    CURLSH *share;
+    CURL *h = NULL;
     CURLcode rc;
     char *eff = NULL;
     int r = -1;
@@ -383,11 +437,16 @@ static int attempt(const struct sh_http_client_opts *o, const char *method, cons
     errbuf[0] = '\0';
     *ret_rc = CURLE_OK;
 
+    if (!(share = thread_share())) {
+        sh_err_set(err, SH_EIO, "%s %s: creating the thread's connection cache failed", method,
+                   url);
+        goto out;
+    }
     if (!(h = curl_easy_init())) {
         sh_err_set(err, SH_EIO, "%s %s: curl_easy_init failed", method, url);
         goto out;
     }
-    rc = setup(h, o, method, url, hl, body, body_len, &x, errbuf);
+    rc = setup(h, share, o, method, url, hl, body, body_len, &x, errbuf);
     if (rc != CURLE_OK) {
         *ret_rc = rc;
         sh_err_set(err, rc == CURLE_UNSUPPORTED_PROTOCOL ? SH_ECONFIG : SH_EIO,
@@ -450,6 +509,10 @@ int sh_http_request(const struct sh_http_client_opts *opts, const char *method, 
     (void)pthread_once(&global_once, global_init);
     if (global_rc != CURLE_OK) {
         sh_err_set(err, SH_EIO, "curl_global_init: %s", curl_easy_strerror(global_rc));
+        return -1;
+    }
+    if (share_key_rc != 0) {
+        sh_err_set(err, SH_EIO, "pthread_key_create: %s", strerror(share_key_rc));
         return -1;
     }
     /* CR/LF in a header or the token would smuggle extra headers: refuse. */

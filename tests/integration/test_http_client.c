@@ -4,7 +4,11 @@
  *
  * Routes: /status/N, /echo (method, body and request headers as JSON),
  * /big?n=N, /slow?ms=N, /flaky/<id>?fail=N&code=C&retry_after=S (fails N
- * times, then 200 with the hit count), /headers, /redirect, /gzip. */
+ * times, then 200 with the hit count), /headers, /redirect, /gzip.
+ * Keep-alive tests start daemons of their own that count the TCP connections
+ * they accept, and a python3 server that closes connections on purpose. */
+#include <arpa/inet.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <microhttpd.h>
@@ -13,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -598,6 +603,371 @@ static void test_cancel_flag_aborts_a_transfer(void)
     ASSERT_EQ(pthread_join(t, NULL), 0);
 }
 
+/* ---- keep-alive: connection reuse, against servers that count connections ---- */
+
+struct counted {
+    struct MHD_Daemon *d;
+    int opened, closed; /* TCP connections accepted / closed by the server (atomic) */
+    char base[64];
+};
+
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_ctx,
+                          enum MHD_ConnectionNotificationCode code)
+{
+    struct counted *c = cls;
+
+    (void)conn, (void)socket_ctx;
+    (void)__atomic_add_fetch(code == MHD_CONNECTION_NOTIFY_STARTED ? &c->opened : &c->closed, 1,
+                             __ATOMIC_SEQ_CST);
+}
+
+/* A thread-per-connection daemon of its own with the routes above; idle_s > 0
+ * closes connections idle that long (MHD's connection timeout). */
+static void counted_start(struct counted *c, unsigned idle_s)
+{
+    unsigned flags =
+        MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
+    const union MHD_DaemonInfo *info;
+
+    memset(c, 0, sizeof(*c));
+    c->d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, NULL, MHD_OPTION_NOTIFY_COMPLETED,
+                            on_done, NULL, MHD_OPTION_NOTIFY_CONNECTION, on_connection, c,
+                            MHD_OPTION_CONNECTION_TIMEOUT, idle_s, MHD_OPTION_END);
+    ASSERT_NOT_NULL(c->d);
+    info = MHD_get_daemon_info(c->d, MHD_DAEMON_INFO_BIND_PORT);
+    ASSERT_NOT_NULL(info);
+    (void)snprintf(c->base, sizeof(c->base), "http://127.0.0.1:%u", info->port);
+}
+
+static int load(int *counter)
+{
+    return __atomic_load_n(counter, __ATOMIC_SEQ_CST);
+}
+
+/* Waits up to 5 s for *counter to reach n. */
+static void wait_count(int *counter, int n)
+{
+    int64_t deadline = th_now_ms() + 5000;
+
+    while (load(counter) < n && th_now_ms() < deadline)
+        usleep(10 * 1000);
+    ASSERT_EQ(load(counter), n);
+}
+
+/* One request to base_url+path that must succeed with `status` and, when
+ * `want` is non-NULL, exactly that body. */
+static void expect(const struct sh_http_client_opts *o, const char *method, const char *base_url,
+                   const char *path, const char *body, long status, const char *want)
+{
+    struct sh_http_response r = {0};
+    struct sh_err err = {0};
+    char *url = sh_xasprintf("%s%s", base_url, path);
+
+    if (sh_http_request(o, method, url, NULL, body, body ? strlen(body) : 0, &r, &err) < 0)
+        CHECK_FAIL("%s %s failed: %s", method, url, err.msg);
+    ASSERT_EQ(r.status, status);
+    if (want)
+        ASSERT_STR_EQ(r.body, want);
+    sh_http_response_done(&r);
+    free(url);
+}
+
+/* A request to /echo whose answer must name this method and body. */
+static void expect_echo(const struct sh_http_client_opts *o, const char *method,
+                        const char *base_url, const char *body)
+{
+    struct sh_http_response r = {0};
+    struct sh_err err = {0};
+    char *url = sh_xasprintf("%s/echo", base_url);
+    json_t *got;
+
+    if (sh_http_request(o, method, url, NULL, body, body ? strlen(body) : 0, &r, &err) < 0)
+        CHECK_FAIL("%s %s failed: %s", method, url, err.msg);
+    ASSERT_EQ(r.status, 200);
+    got = json_loads(r.body, 0, NULL);
+    ASSERT_NOT_NULL(got);
+    ASSERT_STR_EQ(json_string_value(json_object_get(got, "method")), method);
+    ASSERT_STR_EQ(json_string_value(json_object_get(got, "body")), body ? body : "");
+    json_decref(got);
+    sh_http_response_done(&r);
+    free(url);
+}
+
+/* Our sockets connected to `port`: how many, and whether all are close-on-exec. */
+static int client_sockets(unsigned port, int *all_cloexec)
+{
+    int n = 0;
+
+    *all_cloexec = 1;
+    for (int fd = 0; fd < 4096; fd++) {
+        struct sockaddr_in peer;
+        socklen_t len = sizeof(peer);
+        int flags = fcntl(fd, F_GETFD);
+
+        if (flags < 0 || getpeername(fd, (struct sockaddr *)&peer, &len) < 0 ||
+            peer.sin_family != AF_INET || ntohs(peer.sin_port) != port)
+            continue;
+        n++;
+        if (!(flags & FD_CLOEXEC))
+            *all_cloexec = 0;
+    }
+    return n;
+}
+
+static void test_sequential_calls_reuse_one_connection(void)
+{
+    struct counted c;
+    int never = 0;
+    struct sh_http_client_opts plain = {0};
+    struct sh_http_client_opts other = {.bearer_token = "t",
+                                        .timeout_ms = 5000,
+                                        .retries = 2,
+                                        .backoff_ms = 10,
+                                        .max_redirects = 2};
+    struct sh_http_client_opts cancellable = {.cancel = &never}; /* the multi-handle path */
+    char body[32], path[64];
+    int cloexec;
+
+    counted_start(&c, 0);
+    for (int i = 0; i < 10; i++) {
+        (void)snprintf(body, sizeof(body), "item %d", i);
+        expect(&plain, "GET", c.base, "/status/200", NULL, 200, "status 200");
+        expect_echo(&other, "POST", c.base, body);
+        expect_echo(&cancellable, "PUT", c.base, body);
+        expect(&cancellable, "GET", c.base, "/big?n=5000", NULL, 200, NULL);
+        expect(&plain, "HEAD", c.base, "/status/204", NULL, 204, "");
+        expect(&plain, "GET", c.base, "/status/404", NULL, 404, "status 404");
+        expect(&other, "GET", c.base, "/redirect", NULL, 200, "status 200");
+        expect(&plain, "GET", c.base, "/gzip", NULL, 200,
+               "hello compressed world hello compressed world");
+        /* A retried 503 goes over the same connection too. */
+        (void)snprintf(path, sizeof(path), "/flaky/keep%d?fail=1", i);
+        expect(&other, "GET", c.base, path, NULL, 200, "ok after 2");
+    }
+    fprintf(stderr, "   100 calls, %d connection(s) accepted by the server\n", load(&c.opened));
+    ASSERT_EQ(load(&c.opened), 1);
+    ASSERT_EQ(load(&c.closed), 0);
+    /* That connection stays open between calls, not inherited by exec'd children. */
+    ASSERT_EQ(client_sockets((unsigned)strtoul(strrchr(c.base, ':') + 1, NULL, 10), &cloexec), 1);
+    ASSERT_EQ(cloexec, 1);
+    MHD_stop_daemon(c.d);
+}
+
+#define KA_THREADS 8
+#define KA_CALLS 40
+
+struct ka_worker {
+    struct counted *c;
+    int id;
+};
+
+static void *ka_work(void *arg)
+{
+    const struct ka_worker *w = arg;
+    int never = 0;
+    struct sh_http_client_opts o = {.timeout_ms = 10000};
+    char body[64];
+
+    for (int i = 0; i < KA_CALLS; i++) {
+        /* Distinct bodies: an answer delivered to the wrong caller would show. */
+        (void)snprintf(body, sizeof(body), "thread %d call %d", w->id, i);
+        o.cancel = i % 2 ? &never : NULL;
+        expect_echo(&o, i % 3 ? "POST" : "PUT", w->c->base, body);
+        expect(&o, "GET", w->c->base, "/status/200", NULL, 200, "status 200");
+    }
+    return NULL;
+}
+
+static void test_concurrent_threads_each_keep_their_own_connection(void)
+{
+    struct counted c;
+    struct ka_worker w[KA_THREADS];
+    pthread_t t[KA_THREADS];
+
+    counted_start(&c, 0);
+    for (int i = 0; i < KA_THREADS; i++) {
+        w[i].c = &c;
+        w[i].id = i;
+        ASSERT_EQ(pthread_create(&t[i], NULL, ka_work, &w[i]), 0);
+    }
+    for (int i = 0; i < KA_THREADS; i++)
+        ASSERT_EQ(pthread_join(t[i], NULL), 0);
+    fprintf(stderr, "   %d threads x %d calls, %d connection(s)\n", KA_THREADS, KA_CALLS * 2,
+            load(&c.opened));
+    /* One connection per thread, never one thread's connection in another's
+     * hands; each is closed when its thread exits. */
+    ASSERT_EQ(load(&c.opened), KA_THREADS);
+    wait_count(&c.closed, KA_THREADS);
+    MHD_stop_daemon(c.d);
+}
+
+static void test_failed_transfers_do_not_poison_the_next_call(void)
+{
+    struct canceller cancel = {0};
+    struct counted c;
+    struct sh_http_response r = {0};
+    struct sh_err err = {0};
+    struct sh_http_client_opts o = {0};
+    char *url;
+    pthread_t t;
+
+    counted_start(&c, 0);
+    expect(&o, "GET", c.base, "/status/200", NULL, 200, "status 200");
+
+    /* Body over the cap: curl stops reading mid-body... */
+    o.max_response = 1000;
+    url = sh_xasprintf("%s/big?n=300000", c.base);
+    ASSERT_EQ(sh_http_request(&o, "GET", url, NULL, NULL, 0, &r, &err), -1);
+    ASSERT_EQ(err.code, SH_ELIMIT);
+    free(url);
+    /* ...and the rest of that body must not be read as the next answer. */
+    o.max_response = 0;
+    expect_echo(&o, "POST", c.base, "after the limit");
+
+    o.timeout_ms = 300;
+    url = sh_xasprintf("%s/slow?ms=1500", c.base);
+    ASSERT_EQ(sh_http_request(&o, "GET", url, NULL, NULL, 0, &r, &err), -1);
+    ASSERT_EQ(err.code, SH_ETIMEOUT);
+    o.timeout_ms = 0;
+    expect(&o, "GET", c.base, "/status/201", NULL, 201, "status 201");
+
+    o.cancel = &cancel.flag;
+    ASSERT_EQ(pthread_create(&t, NULL, cancel_soon, &cancel), 0);
+    ASSERT_EQ(sh_http_request(&o, "GET", url, NULL, NULL, 0, &r, &err), -1);
+    ASSERT_EQ(err.code, SH_EIO);
+    ASSERT_EQ(pthread_join(t, NULL), 0);
+    free(url);
+    o.cancel = NULL;
+    expect(&o, "GET", c.base, "/status/202", NULL, 202, "status 202");
+
+    o.max_headers = 40;
+    url = sh_xasprintf("%s/headers", c.base);
+    ASSERT_EQ(sh_http_request(&o, "GET", url, NULL, NULL, 0, &r, &err), -1);
+    ASSERT_EQ(err.code, SH_ELIMIT);
+    free(url);
+    o.max_headers = 0;
+    expect(&o, "GET", c.base, "/status/203", NULL, 203, "status 203");
+    expect_echo(&o, "PUT", c.base, "still fine");
+
+    /* Each failed transfer closed its connection (1 + 4 opened), the good
+     * calls after it reused the new one. */
+    ASSERT_EQ(load(&c.opened), 5);
+    MHD_stop_daemon(c.d);
+}
+
+static void test_server_closing_idle_connections(void)
+{
+    struct counted c;
+    struct sh_http_client_opts o = {0};
+
+    counted_start(&c, 1); /* closes a connection idle for 1 s */
+    expect(&o, "GET", c.base, "/status/200", NULL, 200, "status 200");
+    wait_count(&c.closed, 1); /* the server dropped our idle connection */
+    expect(&o, "GET", c.base, "/status/200", NULL, 200, "status 200");
+    wait_count(&c.closed, 2);
+    expect_echo(&o, "POST", c.base, "two"); /* not retried by us: opts.retries is 0 */
+    ASSERT_EQ(load(&c.opened), 3);
+    MHD_stop_daemon(c.d);
+}
+
+/* A raw HTTP/1.1 server that numbers its connections and answers
+ * "conn N req K METHOD BODYLEN", keep-alive, except: /close answers and then
+ * closes without saying so; /drop closes without answering when it is not the
+ * first request on the connection (the race where a server's idle close
+ * crosses our request on a reused connection). */
+static const char dropper_py[] =
+    "import socketserver, sys, threading\n"
+    "lock, conns = threading.Lock(), 0\n"
+    "class H(socketserver.StreamRequestHandler):\n"
+    "    def handle(self):\n"
+    "        global conns\n"
+    "        with lock:\n"
+    "            conns += 1\n"
+    "            n = conns\n"
+    "        k = 0\n"
+    "        while True:\n"
+    "            line = self.rfile.readline()\n"
+    "            if not line:\n"
+    "                return\n"
+    "            method, path = line.decode().split(' ')[:2]\n"
+    "            length = 0\n"
+    "            while True:\n"
+    "                h = self.rfile.readline()\n"
+    "                if h in (b'\\r\\n', b'\\n', b''):\n"
+    "                    break\n"
+    "                name, _, value = h.decode().partition(':')\n"
+    "                if name.strip().lower() == 'content-length':\n"
+    "                    length = int(value)\n"
+    "            body = self.rfile.read(length)\n"
+    "            k += 1\n"
+    "            if path == '/drop' and k > 1:\n"
+    "                return\n"
+    "            out = ('conn %d req %d %s %d' % (n, k, method, len(body))).encode()\n"
+    "            self.wfile.write(b'HTTP/1.1 200 OK\\r\\nContent-Length: %d\\r\\n\\r\\n' % "
+    "len(out) + out)\n"
+    "            self.wfile.flush()\n"
+    "            if path == '/close':\n"
+    "                return\n"
+    "socketserver.ThreadingTCPServer.allow_reuse_address = True\n"
+    "srv = socketserver.ThreadingTCPServer(('127.0.0.1', int(sys.argv[1])), H)\n"
+    "print('ready', flush=True)\n"
+    "srv.serve_forever()\n";
+
+static void test_server_dropping_reused_connections(void)
+{
+    char *py = sh_xstrdup("/tmp/t_http_drop_XXXXXX"), *log, *base_url;
+    unsigned port = th_free_port();
+    char portstr[16];
+    const char *argv[4];
+    struct sh_http_client_opts o = {0}; /* retries 0: any resend is libcurl's */
+    int64_t deadline = th_now_ms() + 15000;
+    pid_t srv;
+    int fd;
+    FILE *f;
+
+    fd = mkstemp(py);
+    ASSERT_GE(fd, 0);
+    f = fdopen(fd, "w");
+    ASSERT_NOT_NULL(f);
+    ASSERT_EQ(fputs(dropper_py, f) >= 0, 1);
+    ASSERT_EQ(fclose(f), 0);
+    (void)snprintf(portstr, sizeof(portstr), "%u", port);
+    argv[0] = "python3";
+    argv[1] = py;
+    argv[2] = portstr;
+    argv[3] = NULL;
+    srv = th_spawn(argv, NULL);
+    for (;;) {
+        log = th_log_read(srv);
+        if (strstr(log, "ready"))
+            break;
+        if (th_now_ms() > deadline)
+            CHECK_FAIL("python server did not start: %s", log);
+        free(log);
+        usleep(50 * 1000);
+    }
+    free(log);
+    base_url = sh_xasprintf("http://127.0.0.1:%u", port);
+
+    expect(&o, "GET", base_url, "/keep", NULL, 200, "conn 1 req 1 GET 0");
+    expect(&o, "GET", base_url, "/keep", NULL, 200, "conn 1 req 2 GET 0");
+    /* Dropped on the reused connection: libcurl sends it again on a new one. */
+    expect(&o, "GET", base_url, "/drop", NULL, 200, "conn 2 req 1 GET 0");
+    /* A POST too (so a non-idempotent request may reach a server twice when
+     * the server acted on it and then closed without a byte of answer). */
+    expect(&o, "POST", base_url, "/drop", "abc", 200, "conn 3 req 1 POST 3");
+    /* Closed after answering, without "Connection: close". */
+    expect(&o, "GET", base_url, "/close", NULL, 200, "conn 3 req 2 GET 0");
+    expect(&o, "GET", base_url, "/close", NULL, 200, "conn 4 req 1 GET 0");
+    expect(&o, "POST", base_url, "/keep", "xy", 200, "conn 5 req 1 POST 2");
+    expect(&o, "GET", base_url, "/keep", NULL, 200, "conn 5 req 2 GET 0");
+
+    (void)th_kill(srv, SIGTERM);
+    (void)unlink(py);
+    free(py);
+    free(base_url);
+}
+
 /* ---- TLS with client certificates (the Docker tcp+TLS setup), python3 ssl server ---- */
 
 static const char tls_server_py[] =
@@ -687,7 +1057,8 @@ static void test_tls_with_ca_and_client_certificate(void)
     ASSERT_STR_EQ(r.body, "hello client");
     sh_http_response_done(&r);
 
-    /* Without a client certificate the server refuses the handshake. */
+    /* Without a client certificate the server refuses the handshake (the
+     * connection made with the certificate must not be reused for this). */
     o.cert_file = o.key_file = NULL;
     ASSERT_EQ(sh_http_request(&o, "GET", url, NULL, NULL, 0, &r, &err), -1);
     ASSERT_EQ(err.code, SH_EUPSTREAM);
@@ -739,6 +1110,11 @@ int main(void)
     RUN(test_unix_socket_transport);
     RUN(test_gzip_and_redirects);
     RUN(test_cancel_flag_aborts_a_transfer);
+    RUN(test_sequential_calls_reuse_one_connection);
+    RUN(test_concurrent_threads_each_keep_their_own_connection);
+    RUN(test_failed_transfers_do_not_poison_the_next_call);
+    RUN(test_server_closing_idle_connections);
+    RUN(test_server_dropping_reused_connections);
     RUN(test_tls_with_ca_and_client_certificate);
     RUN(test_url_escape);
     MHD_stop_daemon(d);

@@ -1,4 +1,5 @@
-/* HTTP client on libcurl (easy interface; one call = one request, blocking).
+/* HTTP client on libcurl (easy interface; one call = one request, blocking;
+ * successive calls on one thread reuse a keep-alive connection per server).
  *
  * Timeouts always set; response bodies capped at max_response (SH_ELIMIT);
  * bounded retries with exponential backoff + jitter on transport errors and on
@@ -6,7 +7,8 @@
  * unless retry_unsafe is set. Unix-socket transport for the Docker API; TLS
  * client certificates for Docker's tcp+TLS. A returned non-2xx status is NOT an
  * error: the call returns 0 and the caller checks ret->status.
- * Thread-safe: no shared state beyond curl's global init (done once). */
+ * Thread-safe: each thread has its own connection and DNS cache (freed when
+ * the thread exits); nothing else is shared beyond curl's global init. */
 #ifndef SHARED_HTTP_CLIENT_H
 #define SHARED_HTTP_CLIENT_H
 
