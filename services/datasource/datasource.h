@@ -75,6 +75,8 @@ struct ds_batch {
     json_t *data;    /* array of objects (new reference) */
     char *data_json; /* compact JSON of data, as stored */
     size_t data_len;
+    char **item_json; /* each item's compact JSON (n_items, owned) */
+    size_t n_items;
 };
 
 /* --- validate.c (pure) --- */
@@ -92,6 +94,10 @@ void ds_batch_done(struct ds_batch *b);
  * key fields -> "h:" + 16-hex FNV-1a-64 of the item's compact JSON with sorted
  * keys). Caller frees. */
 char *ds_item_key(const json_t *item, const json_t *key_fields);
+/* The batch's items by key -> compact JSON text (a new object); within a
+ * batch the last item with a key wins. texts: the items' compact texts when
+ * known (ds_batch.item_json), else NULL (each item is dumped). */
+json_t *ds_batch_map(const json_t *items, const json_t *key_fields, char *const *texts);
 uint64_t ds_fnv1a64(const void *data, size_t len);
 /* Parses an If-None-Match / ETag value ("\"12\"", "W/\"12\"", "12"); 1 ok, 0 not a revision. */
 int ds_etag_parse(const char *s, int64_t *ret_rev);
@@ -127,16 +133,18 @@ struct ds_handoff *ds_handoff_new(size_t max_docs, size_t max_bytes);
 void ds_handoff_free(struct ds_handoff *h);
 /* on: accept pushes (the local tailer is tailing); off: drop everything held. */
 void ds_handoff_enable(struct ds_handoff *h, int on);
-/* Takes ownership of doc; keeps it when enabled and there is room (1), else
- * destroys it (0). Callers push in seq order. */
-int ds_handoff_push(struct ds_handoff *h, bson_t *doc);
-/* Moves up to max of the oldest documents into docs (at least one, then
- * while their total stays within max_bytes); the caller owns them. */
-size_t ds_handoff_take(struct ds_handoff *h, bson_t **docs, size_t max, size_t max_bytes);
+/* Takes ownership of doc and map (its items by key, ds_batch_map; may be
+ * NULL); keeps them when enabled and there is room (1), else frees them (0).
+ * Callers push in seq order. */
+int ds_handoff_push(struct ds_handoff *h, bson_t *doc, json_t *map);
+/* Moves up to max of the oldest documents and their maps into docs/maps (at
+ * least one, then while their total stays within max_bytes); the caller
+ * owns them. */
+size_t ds_handoff_take(struct ds_handoff *h, bson_t **docs, json_t **maps, size_t max,
+                       size_t max_bytes);
 /* Forgets the documents whose _id is in ids (a JSON array of strings): the
  * tailer read them from the capped collection. */
 void ds_handoff_drop_ids(struct ds_handoff *h, json_t *ids);
-size_t ds_handoff_count(struct ds_handoff *h);
 
 /* --- runtime context --- */
 
@@ -248,10 +256,12 @@ int ds_reducer_redo(struct ds_reducer *r, mongoc_client_t *c, struct sh_err *err
 /* Reduces n capped documents (batches and gap markers, any order) in one
  * round: batches in seq order, the writes of all of them to one collection
  * together. Idempotent and order-independent (see docs/datasource.md).
+ * maps (NULL, or one per document, entries may be NULL): the batch's items
+ * by key as ingest computed them (hand-off), so they are not parsed again.
  * *ret_replays = batches skipped as replays of another seq. 0 / -1 (nothing
  * is known to be done: the caller retries the round). */
-int ds_reduce_round(struct ds_reducer *r, mongoc_client_t *c, const bson_t *const *docs, size_t n,
-                    size_t *ret_replays, struct sh_err *err);
+int ds_reduce_round(struct ds_reducer *r, mongoc_client_t *c, const bson_t *const *docs,
+                    json_t *const *maps, size_t n, size_t *ret_replays, struct sh_err *err);
 
 /* --- tailer.c --- */
 

@@ -5,6 +5,10 @@
  * a seventh of FerretDB's CPU under sustained ingest, for data the process
  * already holds.
  *
+ * Each document travels with its items by key (ds_batch_map over the texts
+ * validation already made), so the tailer neither inflates nor parses it:
+ * that work is done on the POST's thread, beside the tailer's writes.
+ *
  * Only a shortcut: every document here is also durable in the capped
  * collection, which stays the source of truth (the tailer still polls it for
  * other replicas' batches, after a restart, and after a failed round). So a
@@ -18,9 +22,14 @@
 #include "datasource.h"
 #include "shared/xalloc.h"
 
+struct handoff_entry {
+    bson_t *doc;
+    json_t *map; /* may be NULL */
+};
+
 struct ds_handoff {
     pthread_mutex_t mu;
-    bson_t **v; /* ring of owned documents, oldest at head */
+    struct handoff_entry *v; /* ring of owned entries, oldest at head */
     size_t cap, head, n;
     size_t bytes, max_bytes;
     int enabled;
@@ -40,8 +49,9 @@ struct ds_handoff *ds_handoff_new(size_t max_docs, size_t max_bytes)
 static void clear_locked(struct ds_handoff *h)
 {
     while (h->n > 0) {
-        bson_destroy(h->v[h->head]);
-        h->v[h->head] = NULL;
+        bson_destroy(h->v[h->head].doc);
+        json_decref(h->v[h->head].map);
+        memset(&h->v[h->head], 0, sizeof(h->v[h->head]));
         h->head = (h->head + 1) % h->cap;
         h->n--;
     }
@@ -68,36 +78,43 @@ void ds_handoff_enable(struct ds_handoff *h, int on)
     (void)pthread_mutex_unlock(&h->mu);
 }
 
-int ds_handoff_push(struct ds_handoff *h, bson_t *doc)
+int ds_handoff_push(struct ds_handoff *h, bson_t *doc, json_t *map)
 {
     int kept = 0;
 
     (void)pthread_mutex_lock(&h->mu);
     if (h->enabled && h->n < h->cap && h->bytes + doc->len <= h->max_bytes) {
-        h->v[(h->head + h->n) % h->cap] = doc;
+        struct handoff_entry *e = &h->v[(h->head + h->n) % h->cap];
+        e->doc = doc;
+        e->map = map;
         h->n++;
         h->bytes += doc->len;
         kept = 1;
     }
     (void)pthread_mutex_unlock(&h->mu);
-    if (!kept)
+    if (!kept) {
         bson_destroy(doc);
+        json_decref(map);
+    }
     return kept;
 }
 
-size_t ds_handoff_take(struct ds_handoff *h, bson_t **docs, size_t max, size_t max_bytes)
+size_t ds_handoff_take(struct ds_handoff *h, bson_t **docs, json_t **maps, size_t max,
+                       size_t max_bytes)
 {
     size_t got = 0, bytes = 0;
 
     (void)pthread_mutex_lock(&h->mu);
     while (h->n > 0 && got < max) {
-        bson_t *d = h->v[h->head];
-        if (got > 0 && bytes + d->len > max_bytes)
+        struct handoff_entry *e = &h->v[h->head];
+        if (got > 0 && bytes + e->doc->len > max_bytes)
             break;
-        docs[got++] = d;
-        bytes += d->len;
-        h->bytes -= d->len;
-        h->v[h->head] = NULL;
+        docs[got] = e->doc;
+        maps[got] = e->map;
+        got++;
+        bytes += e->doc->len;
+        h->bytes -= e->doc->len;
+        memset(e, 0, sizeof(*e));
         h->head = (h->head + 1) % h->cap;
         h->n--;
     }
@@ -131,26 +148,17 @@ void ds_handoff_drop_ids(struct ds_handoff *h, json_t *ids)
     (void)pthread_mutex_lock(&h->mu);
     /* compact in place, keeping order */
     for (i = 0; i < h->n; i++) {
-        bson_t *d = h->v[(h->head + i) % h->cap];
-        if (id_listed(d, ids)) {
-            h->bytes -= d->len;
-            bson_destroy(d);
+        struct handoff_entry e = h->v[(h->head + i) % h->cap];
+        if (id_listed(e.doc, ids)) {
+            h->bytes -= e.doc->len;
+            bson_destroy(e.doc);
+            json_decref(e.map);
         } else {
-            h->v[(h->head + kept++) % h->cap] = d;
+            h->v[(h->head + kept++) % h->cap] = e;
         }
     }
     for (i = kept; i < h->n; i++)
-        h->v[(h->head + i) % h->cap] = NULL;
+        memset(&h->v[(h->head + i) % h->cap], 0, sizeof(h->v[0]));
     h->n = kept;
     (void)pthread_mutex_unlock(&h->mu);
-}
-
-size_t ds_handoff_count(struct ds_handoff *h)
-{
-    size_t n;
-
-    (void)pthread_mutex_lock(&h->mu);
-    n = h->n;
-    (void)pthread_mutex_unlock(&h->mu);
-    return n;
 }

@@ -265,12 +265,17 @@ int ds_ingest(struct ds_ctx *ctx, const struct ds_batch *b, struct ds_ingest_res
     mongoc_client_t *c = mongoc_client_pool_pop(ctx->pool);
     mongoc_collection_t *capped = NULL;
     bson_t *doc = NULL, opts = BSON_INITIALIZER, reply;
+    json_t *map = NULL;
     bson_error_t berr;
     int64_t cseq, cbytes, sbytes, seq, cum, len;
     int known, rc = -1;
 
     memset(ret, 0, sizeof(*ret));
     ret->status = 202;
+    /* For the local tailer's hand-off, keyed here, outside the lock: this
+     * thread runs beside the tailer's writes, the tailer would do it inline. */
+    if (ctx->poll && __atomic_load_n(&ctx->tailing, __ATOMIC_RELAXED))
+        map = ds_batch_map(b->data, b->key, b->item_json);
     (void)pthread_mutex_lock(&ctx->ingest_lock);
 
     /* A replay is acknowledged even under back-pressure: it needs no space.
@@ -348,11 +353,11 @@ int ds_ingest(struct ds_ctx *ctx, const struct ds_batch *b, struct ds_ingest_res
     ret->seq = seq;
     rc = 0;
     /* still under ingest_lock: the hand-off stays in seq order */
-    if (ctx->poll)
-        (void)ds_handoff_push(ctx->handoff, doc);
-    else
-        bson_destroy(doc);
-    doc = NULL;
+    if (map) {
+        (void)ds_handoff_push(ctx->handoff, doc, map);
+        doc = NULL;
+        map = NULL;
+    }
     goto out;
 refuse:
     ret->status = 503;
@@ -365,6 +370,7 @@ out:
     bson_destroy(&opts);
     if (doc)
         bson_destroy(doc);
+    json_decref(map);
     if (capped)
         mongoc_collection_destroy(capped);
     mongoc_client_pool_push(ctx->pool, c);

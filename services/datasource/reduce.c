@@ -54,7 +54,9 @@ struct batch_view {
     int64_t seq;
     int64_t at;
     json_t *key;    /* owned: key field names */
-    json_t *items;  /* owned: parsed data array */
+    json_t *items;  /* owned: parsed data array (NULL when map came with the hand-off) */
+    json_t *map;    /* owned: key -> item text, from the hand-off (ds_batch_map), or NULL */
+    int64_t n;      /* items in the batch */
     char *inflated; /* owned: data when the capped document carries it deflated */
     int skip;       /* a replay of another seq */
 };
@@ -289,7 +291,10 @@ static void view_data(const bson_t *doc, struct batch_view *v)
     }
 }
 
-static int view_parse(const bson_t *doc, struct batch_view *v, struct sh_err *err)
+/* Fills v from a capped document; map (may be NULL): the batch's items by
+ * key as ingest computed them (hand-off), so data is neither inflated nor
+ * parsed again. */
+static int view_parse(const bson_t *doc, json_t *map, struct batch_view *v, struct sh_err *err)
 {
     bson_iter_t it, a;
     uint32_t len;
@@ -300,7 +305,8 @@ static int view_parse(const bson_t *doc, struct batch_view *v, struct sh_err *er
         v->batch_id = bson_iter_utf8(&it, &len);
     if (bson_iter_init_find(&it, doc, "collection") && BSON_ITER_HOLDS_UTF8(&it))
         v->collection = bson_iter_utf8(&it, &len);
-    view_data(doc, v);
+    if (!map)
+        view_data(doc, v);
     if (bson_iter_init_find(&it, doc, "seq") && BSON_ITER_HOLDS_NUMBER(&it))
         v->seq = bson_iter_as_int64(&it);
     if (bson_iter_init_find(&it, doc, "at") && BSON_ITER_HOLDS_DATE_TIME(&it))
@@ -312,16 +318,24 @@ static int view_parse(const bson_t *doc, struct batch_view *v, struct sh_err *er
             if (BSON_ITER_HOLDS_UTF8(&a))
                 (void)json_array_append_new(v->key, json_string(bson_iter_utf8(&a, &len)));
     }
-    if (!v->batch_id || !v->collection || !v->data || v->seq <= 0 ||
+    if (!v->batch_id || !v->collection || (!v->data && !map) || v->seq <= 0 ||
         !ds_collection_name_ok(v->collection)) {
         sh_err_set(err, SH_EPROTO, "capped document is malformed");
         return -1;
+    }
+    if (map) { /* ingest parsed and keyed the items already */
+        v->map = json_incref(map);
+        v->n = bson_iter_init_find(&it, doc, "n") && BSON_ITER_HOLDS_NUMBER(&it)
+                   ? bson_iter_as_int64(&it)
+                   : (int64_t)json_object_size(map);
+        return 0;
     }
     v->items = json_loadb(v->data, v->data_len, 0, &jerr);
     if (!json_is_array(v->items)) {
         sh_err_set(err, SH_EPROTO, "batch %s: data is not a JSON array", v->batch_id);
         return -1;
     }
+    v->n = (int64_t)json_array_size(v->items);
     return 0;
 }
 
@@ -402,9 +416,8 @@ static int claim_batches(struct ds_ctx *ctx, mongoc_client_t *c, struct batch_vi
 
     for (i = 0; i < nv; i++) {
         bson_t *doc = BCON_NEW("_id", BCON_UTF8(v[i].batch_id), "seq", BCON_INT64(v[i].seq),
-                               "collection", BCON_UTF8(v[i].collection), "n",
-                               BCON_INT64((int64_t)json_array_size(v[i].items)), "at",
-                               BCON_DATE_TIME(v[i].at));
+                               "collection", BCON_UTF8(v[i].collection), "n", BCON_INT64(v[i].n),
+                               "at", BCON_DATE_TIME(v[i].at));
         mongoc_bulk_operation_insert(bulk, doc);
         bson_destroy(doc);
     }
@@ -539,21 +552,10 @@ static char *merge_data(const char *stored, const char *incoming)
     return out;
 }
 
-/* The batch's items by key (compact JSON text); within a batch the last item with a key wins. */
+/* The batch's items by key (see ds_batch_map); a new reference. */
 static json_t *batch_map(const struct batch_view *v)
 {
-    json_t *map = json_object(), *item;
-    size_t i;
-
-    json_array_foreach(v->items, i, item)
-    {
-        char *key = ds_item_key(item, v->key);
-        char *js = json_dumps(item, JSON_COMPACT);
-        (void)json_object_set_new(map, key, json_string(js ? js : "{}"));
-        free(js);
-        free(key);
-    }
-    return map;
+    return v->map ? json_incref(v->map) : ds_batch_map(v->items, v->key, NULL);
 }
 
 /* Whether to delete n_keys keys of a collection of about size items with one
@@ -754,7 +756,7 @@ static int reduce_collection(struct ds_reducer *r, mongoc_client_t *c, struct ba
         if (v[i].skip || strcmp(v[i].collection, name) != 0)
             continue;
         batches++;
-        n_items += json_array_size(v[i].items);
+        n_items += (size_t)v[i].n;
         if (v[i].seq > maxseq)
             maxseq = v[i].seq;
         map = batch_map(&v[i]);
@@ -855,8 +857,8 @@ out:
     return rc;
 }
 
-int ds_reduce_round(struct ds_reducer *r, mongoc_client_t *c, const bson_t *const *docs, size_t n,
-                    size_t *ret_replays, struct sh_err *err)
+int ds_reduce_round(struct ds_reducer *r, mongoc_client_t *c, const bson_t *const *docs,
+                    json_t *const *maps, size_t n, size_t *ret_replays, struct sh_err *err)
 {
     struct batch_view *v = sh_xcalloc(n ? n : 1, sizeof(*v));
     size_t nv = 0, i, j;
@@ -867,12 +869,13 @@ int ds_reduce_round(struct ds_reducer *r, mongoc_client_t *c, const bson_t *cons
         bson_iter_t it;
         if (bson_iter_init_find(&it, docs[i], "gap") && bson_iter_as_bool(&it))
             continue; /* gap markers fill sequence numbers that ingest burned */
-        if (view_parse(docs[i], &v[nv], err) < 0) {
+        if (view_parse(docs[i], maps ? maps[i] : NULL, &v[nv], err) < 0) {
             /* not something ingest wrote; retrying cannot help */
             sh_metric_inc(r->ctx->m.errors);
             sh_log_error("reduce_skipped_malformed error=\"%s\"", err->msg);
             json_decref(v[nv].key);
             json_decref(v[nv].items);
+            json_decref(v[nv].map);
             free(v[nv].inflated);
             memset(&v[nv], 0, sizeof(v[nv]));
             continue;
@@ -903,6 +906,7 @@ out:
     for (i = 0; i < nv; i++) {
         json_decref(v[i].key);
         json_decref(v[i].items);
+        json_decref(v[i].map);
         free(v[i].inflated);
     }
     free(v);

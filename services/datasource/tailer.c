@@ -292,9 +292,10 @@ static int recover(struct tailer *t)
 
 static int flush_state(struct tailer *t);
 
-/* Reduces the round docs[0..n) and saves the position (lazy: only moves it in
- * memory; flush_state() writes it). 0 ok, -1 retry later (position not saved). */
-static int reduce_round(struct tailer *t, const bson_t *const *docs, size_t n, int lazy)
+/* Reduces the round docs[0..n) (maps: from the hand-off, or NULL) and saves the position (lazy:
+ * only moves it in memory; flush_state() writes it). 0 ok, -1 retry later (position not saved). */
+static int reduce_round(struct tailer *t, const bson_t *const *docs, json_t *const *maps, size_t n,
+                        int lazy)
 {
     struct sh_err err;
     size_t replays = 0, i;
@@ -302,7 +303,7 @@ static int reduce_round(struct tailer *t, const bson_t *const *docs, size_t n, i
 
     if (recover(t) < 0)
         return -1;
-    if (ds_reduce_round(t->red, t->c, docs, n, &replays, &err) < 0) {
+    if (ds_reduce_round(t->red, t->c, docs, maps, n, &replays, &err) < 0) {
         sh_metric_inc(t->ctx->m.errors);
         sh_log_error("reduce_failed batches=%zu first_seq=%" PRId64 " error=\"%s\"", n,
                      doc_int(docs[0], "seq"), err.msg);
@@ -353,7 +354,7 @@ static int process(struct tailer *t, const bson_t *doc, int64_t skip_upto)
 
     if (seq <= 0 || seq <= skip_upto)
         return 0;
-    return reduce_round(t, &doc, 1, 0);
+    return reduce_round(t, &doc, NULL, 1, 0);
 }
 
 /* Opens the cursor on {seq >= min(skip_upto, position - 1)} and drains it
@@ -455,6 +456,7 @@ static int poll_round(struct tailer *t)
     mongoc_collection_t *col = mongoc_client_get_collection(t->c, ctx->db, DS_CAPPED);
     size_t limit = (size_t)(t->round > 0 ? t->round : 1);
     bson_t **docs = sh_xcalloc(limit, sizeof(*docs));
+    json_t **maps = sh_xcalloc(limit, sizeof(*maps)); /* hand-off only */
     json_t *ids = json_array();
     struct sh_err err;
     size_t n = 0, i;
@@ -467,7 +469,7 @@ static int poll_round(struct tailer *t)
      * full (a backlog), until one comes back short. An empty hand-off between
      * reads is "nothing to do": no empty find after every round. */
     if (t->handoff_on && !t->db_behind && now < t->db_due) {
-        n = ds_handoff_take(ctx->handoff, docs, limit, ROUND_BYTES_MAX);
+        n = ds_handoff_take(ctx->handoff, docs, maps, limit, ROUND_BYTES_MAX);
         for (i = 0; i < n; i++)
             append_id(ids, docs[i]);
         from_db = 0;
@@ -497,7 +499,7 @@ static int poll_round(struct tailer *t)
      * older value is safe: while more batches wait it is written at most
      * every STATE_EVERY_MS instead of once per round. */
     lazy = n == limit && ds_now_ms() - t->saved_at < STATE_EVERY_MS;
-    if (reduce_round(t, (const bson_t *const *)docs, n, lazy) < 0) {
+    if (reduce_round(t, (const bson_t *const *)docs, maps, n, lazy) < 0) {
         /* A round that cannot be written as a whole (e.g. over the journal
          * limit) must not block the batches behind it: retry one by one,
          * from the capped collection (the hand-off gave these up). */
@@ -530,9 +532,12 @@ static int poll_round(struct tailer *t)
     if (rc == 1 && n == limit)
         rc = 2;
 out:
-    for (i = 0; i < n; i++)
+    for (i = 0; i < n; i++) {
         bson_destroy(docs[i]);
+        json_decref(maps[i]);
+    }
     free(docs);
+    free(maps);
     json_decref(ids);
     mongoc_collection_destroy(col);
     return rc;

@@ -285,10 +285,53 @@ static void test_feed_wakes_waiter_and_times_out(void)
     ds_feed_free(NULL);
 }
 
+/* The hand-off's item map (made at ingest from validation's texts) must equal
+ * the one the reducer makes from the stored text: same keys, same item
+ * texts, byte for byte; and data_json must be json_dumps(data) exactly. */
+static void test_ingest_item_map_equals_the_stored_texts_map(void)
+{
+    json_t *body = json_loads(
+        "{\"collection\":\"q\",\"batch_id\":\"b\",\"key\":[\"id\"],\"data\":["
+        "{\"id\":\"a\",\"n\":1.50,\"big\":12345678901234567,\"s\":\"\\u00e9\\n\\\"\\/\"},"
+        "{\"id\":\"b\",\"nested\":{\"z\":[1,{\"y\":null}],\"a\":true},\"e\":1e300},"
+        "{\"id\":\"a\",\"n\":2},{\"other\":\"no id\"},{}]}",
+        0, NULL);
+    struct ds_batch b;
+    json_t *problems = NULL, *stored, *from_ingest, *from_stored, *v;
+    char *dump;
+    const char *k;
+
+    ASSERT_NOT_NULL(body);
+    ASSERT_EQ(ds_batch_parse(body, &lim, &b, &problems), 0);
+    dump = json_dumps(b.data, JSON_COMPACT);
+    ASSERT_STR_EQ(b.data_json, dump);
+    free(dump);
+    ASSERT_EQ(b.n_items, 5);
+    stored = json_loadb(b.data_json, b.data_len, 0, NULL);
+    ASSERT_NOT_NULL(stored);
+    from_ingest = ds_batch_map(b.data, b.key, b.item_json);
+    from_stored = ds_batch_map(stored, b.key, NULL);
+    ASSERT_EQ(json_object_size(from_ingest), 3); /* "a" twice: the last wins */
+    ASSERT_EQ(json_object_size(from_stored), json_object_size(from_ingest));
+    json_object_foreach(from_ingest, k, v)
+    {
+        json_t *w = json_object_get(from_stored, k);
+        ASSERT_NOT_NULL(w);
+        ASSERT_STR_EQ(json_string_value(v), json_string_value(w));
+    }
+    ASSERT_STR_EQ(json_string_value(json_object_get(from_ingest, "a")), "{\"id\":\"a\",\"n\":2}");
+    json_decref(from_ingest);
+    json_decref(from_stored);
+    json_decref(stored);
+    ds_batch_done(&b);
+    json_decref(body);
+}
+
 int main(void)
 {
     RUN(test_collection_names_follow_the_rule);
     RUN(test_valid_batch_is_parsed_with_compact_data);
+    RUN(test_ingest_item_map_equals_the_stored_texts_map);
     RUN(test_each_bad_input_class_names_its_path);
     RUN(test_size_limits_give_413);
     RUN(test_item_key_follows_the_brief);
