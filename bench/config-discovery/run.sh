@@ -40,15 +40,21 @@ cmake -S "$ROOT" -B "$B" -DCMAKE_BUILD_TYPE=Release -DSCRAPR_SANITIZE=OFF >/dev/
 cmake --build "$B" --target scrapr-config-discovery -j2 >/dev/null
 if [ -z "${MONGO_URL:-}" ] || [ -z "${CONSUL_HTTP_ADDR:-}" ]; then
     bed="$tmp/bed"
-    "$ROOT/tests/lib/testbed.sh" start "$bed" >/dev/null 2>&1
+    # the peer's database gets the wrapper's _id index repair too (fresh
+    # names, never dropped: see scripts/ferretdb/main.go)
+    FERRETDB_ARGS="-index-dbs scrapr,bench_peer_*" "$ROOT/tests/lib/testbed.sh" start "$bed" >/dev/null 2>&1
     # shellcheck disable=SC1091
     . "$bed/env"
+    # Our own server: the stack's database name, whose _id indexes the
+    # FerretDB wrapper keeps usable (scripts/ferretdb, -index-dbs), as in
+    # the stack. A shared server: a private name.
+    BENCH_DB=${BENCH_DB:-scrapr}
 fi
 base=${MONGO_URL%/}
 export BENCH_TOKEN=bench-token
 
 port=$(free_port)
-MONGO_URL="$base/bench_cd_$$" PORT=$port SCRAPR_API_TOKEN=$BENCH_TOKEN SERVICE_ADDRESS=127.0.0.1 \
+MONGO_URL="$base/${BENCH_DB:-bench_cd_$$}" PORT=$port SCRAPR_API_TOKEN=$BENCH_TOKEN SERVICE_ADDRESS=127.0.0.1 \
     SCRAPR_CD_REVISION_KEY="bench/revisions/cd_$$" LOG_LEVEL=warn \
     "$B/bin/scrapr-config-discovery" >"$tmp/cd.log" 2>&1 &
 pids+=($!)

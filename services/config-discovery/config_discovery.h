@@ -81,13 +81,14 @@ struct cd_ctx {
     int stop;
     int tailer_running, watcher_running, bumper_running;
     pthread_t tailer, watcher, bumper;
-    uint64_t processed;     /* capped documents the tailer processed since start */
-    uint64_t skipped_gaps;  /* sequence numbers given up on after gap_grace_ms */
-    int64_t next_seq;       /* the tailer's position: next sequence number to process */
-    int ferretdb;           /* the server is FerretDB (buildInfo.ferretdbVersion) */
-    int64_t watch_max;      /* the highest seq the watcher saw */
-    pthread_mutex_t seq_mu; /* serialises this process's capped inserts */
-    int64_t last_seq;       /* under seq_mu: the last seq this process inserted */
+    uint64_t processed;       /* capped documents the tailer processed since start */
+    uint64_t skipped_gaps;    /* sequence numbers given up on after gap_grace_ms */
+    int64_t next_seq;         /* the tailer's position: next sequence number to process */
+    int ferretdb;             /* the server is FerretDB (buildInfo.ferretdbVersion) */
+    int64_t watch_max;        /* the highest seq the watcher saw */
+    pthread_mutex_t seq_mu;   /* serialises this process's capped inserts */
+    pthread_mutex_t write_mu; /* FerretDB: one write command at a time (cd_insert_one...) */
+    int64_t last_seq;         /* under seq_mu: the last seq this process inserted */
 };
 
 /* ---- doc.c ---- */
@@ -121,6 +122,29 @@ struct cd_conn {
 void cd_conn_open(struct cd_ctx *ctx, struct cd_conn *c, const char *name);
 void cd_conn_close(struct cd_ctx *ctx, struct cd_conn *c);
 int cd_is_dup(const bson_error_t *e); /* duplicate key (11000) */
+/* A capped document's _id for seq: 19 zero-padded digits, so string order is
+ * number order. Why a string: FerretDB v1 answers only string and ObjectId
+ * _id equality from an index; a number _id made every lookup scan the whole
+ * capped collection, which embedded FerretDB never trims, so each POST got
+ * slower with the history of changes. */
+#define CD_SEQ_ID_LEN 24
+void cd_seq_id(int64_t seq, char buf[CD_SEQ_ID_LEN]);
+/* The seq of a capped document: its _id (a string, or a number as older
+ * versions wrote it); -1 when it has none. */
+int64_t cd_doc_seq(const bson_t *doc);
+/* mongoc's write calls, one at a time per process on FerretDB: SQLite has a
+ * single writer, and a blocked writer backs off in sleeps of 1, 2, 5, 10,
+ * ... ms, so concurrent POSTs (each a capped insert, and the tailer's
+ * materialisation) spent most of their time asleep. A mutex hands the
+ * writer's turn over at once. Same arguments as mongoc's after ctx. */
+bool cd_insert_one(struct cd_ctx *ctx, mongoc_collection_t *coll, const bson_t *doc,
+                   const bson_t *opts, bson_t *reply, bson_error_t *error);
+bool cd_delete_one(struct cd_ctx *ctx, mongoc_collection_t *coll, const bson_t *filter,
+                   const bson_t *opts, bson_t *reply, bson_error_t *error);
+bool cd_replace_one(struct cd_ctx *ctx, mongoc_collection_t *coll, const bson_t *filter,
+                    const bson_t *doc, const bson_t *opts, bson_t *reply, bson_error_t *error);
+bool cd_update_one(struct cd_ctx *ctx, mongoc_collection_t *coll, const bson_t *filter,
+                   const bson_t *update, const bson_t *opts, bson_t *reply, bson_error_t *error);
 /* Finds one document; 1 found (*ret = copy, caller destroys; ret may be
  * NULL), 0 none, -1 error. */
 int cd_find_one(struct cd_ctx *ctx, const char *coll, const bson_t *filter, const bson_t *opts,

@@ -74,7 +74,7 @@ static int lock_take(struct cd_ctx *ctx, const bson_oid_t *id, int64_t version, 
         bson_t *filter, *held = NULL;
         int found;
 
-        if (mongoc_collection_insert_one(c.coll, doc, NULL, NULL, &e))
+        if (cd_insert_one(ctx, c.coll, doc, NULL, NULL, &e))
             rc = 1;
         else if (!cd_is_dup(&e)) {
             sh_mongo_err(err, &e, "take configuration lock");
@@ -97,7 +97,7 @@ static int lock_take(struct cd_ctx *ctx, const bson_oid_t *id, int64_t version, 
             if (now - at < LOCK_STALE_MS)
                 break;
             filter = BCON_NEW("_id", BCON_UTF8(key), "at", BCON_DATE_TIME(at));
-            (void)mongoc_collection_delete_one(c.coll, filter, NULL, NULL, &e);
+            (void)cd_delete_one(ctx, c.coll, filter, NULL, NULL, &e);
             bson_destroy(filter);
         }
     }
@@ -115,7 +115,7 @@ static void lock_drop(struct cd_ctx *ctx, const bson_oid_t *id, int64_t version)
     filter = BCON_NEW("_id", BCON_UTF8(key));
     cd_conn_open(ctx, &c, CD_COLL_LOCKS);
     /* A failure leaves a lock on a version the document has left: harmless. */
-    (void)mongoc_collection_delete_one(c.coll, filter, NULL, NULL, NULL);
+    (void)cd_delete_one(ctx, c.coll, filter, NULL, NULL, NULL);
     cd_conn_close(ctx, &c);
     bson_destroy(filter);
 }
@@ -216,7 +216,7 @@ static int guarded_replace(struct cd_ctx *ctx, const bson_oid_t *id, int64_t ver
         return rc;
     filter = BCON_NEW("_id", BCON_OID(id), "version", BCON_INT64(version));
     cd_conn_open(ctx, &c, CD_COLL_CONFIGS);
-    if (mongoc_collection_replace_one(c.coll, filter, doc, NULL, &reply, &e))
+    if (cd_replace_one(ctx, c.coll, filter, doc, NULL, &reply, &e))
         rc = reply_count(&reply, "matchedCount") > 0;
     else {
         sh_mongo_err(err, &e, "replace configuration");
@@ -376,7 +376,7 @@ int cd_store_delete(struct cd_ctx *ctx, const bson_oid_t *id, int *ret_endpoint_
              * resurrect what was deleted. */
             bson_t *tomb = BCON_NEW("_id", BCON_OID(id), "deleted_at", BCON_DATE_TIME(cd_now_ms()));
             cd_conn_open(ctx, &c, CD_COLL_DELETED);
-            found = mongoc_collection_insert_one(c.coll, tomb, NULL, NULL, &e) || cd_is_dup(&e);
+            found = cd_insert_one(ctx, c.coll, tomb, NULL, NULL, &e) || cd_is_dup(&e);
             cd_conn_close(ctx, &c);
             bson_destroy(tomb);
             if (!found) {
@@ -387,7 +387,7 @@ int cd_store_delete(struct cd_ctx *ctx, const bson_oid_t *id, int *ret_endpoint_
         }
         filter = BCON_NEW("_id", BCON_OID(id), "version", BCON_INT64(version));
         cd_conn_open(ctx, &c, CD_COLL_CONFIGS);
-        found = mongoc_collection_delete_one(c.coll, filter, NULL, &reply, &e)
+        found = cd_delete_one(ctx, c.coll, filter, NULL, &reply, &e)
                     ? reply_count(&reply, "deletedCount") > 0
                     : -1;
         if (found < 0)
@@ -433,7 +433,7 @@ static int claim_one(struct cd_ctx *ctx, const bson_oid_t *id, int64_t version,
     update = BCON_NEW("$set", "{", "container", BCON_UTF8(container), "updated_at",
                       BCON_DATE_TIME(cd_now_ms()), "version", BCON_INT64(version + 1), "}");
     cd_conn_open(ctx, &c, CD_COLL_CONFIGS);
-    if (mongoc_collection_update_one(c.coll, filter, update, NULL, &reply, &e))
+    if (cd_update_one(ctx, c.coll, filter, update, NULL, &reply, &e))
         rc = reply_count(&reply, "matchedCount") > 0;
     else {
         sh_mongo_err(err, &e, "claim");

@@ -14,6 +14,9 @@
  *    their filter (container: null / version: N). */
 #include "config_discovery.h"
 
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "shared/mongo.h"
@@ -22,10 +25,91 @@
 #define DUP_KEY 11000
 #define NS_EXISTS 48
 
+void cd_seq_id(int64_t seq, char buf[CD_SEQ_ID_LEN])
+{
+    (void)snprintf(buf, CD_SEQ_ID_LEN, "%019lld", (long long)(seq < 0 ? 0 : seq));
+}
+
+int64_t cd_doc_seq(const bson_t *doc)
+{
+    bson_iter_t it;
+    const char *s, *end;
+    long long v;
+
+    if (!bson_iter_init_find(&it, doc, "_id"))
+        return -1;
+    if (BSON_ITER_HOLDS_INT64(&it) || BSON_ITER_HOLDS_INT32(&it))
+        return bson_iter_as_int64(&it);
+    if (!BSON_ITER_HOLDS_UTF8(&it))
+        return -1;
+    s = bson_iter_utf8(&it, NULL);
+    if (strlen(s) != CD_SEQ_ID_LEN - 5)
+        return -1;
+    errno = 0;
+    v = strtoll(s, (char **)&end, 10);
+    return errno == 0 && *end == '\0' && v >= 0 ? (int64_t)v : -1;
+}
+
 void cd_conn_open(struct cd_ctx *ctx, struct cd_conn *c, const char *name)
 {
     c->client = mongoc_client_pool_pop(ctx->pool);
     c->coll = mongoc_client_get_collection(c->client, ctx->db, name);
+}
+
+static void write_begin(struct cd_ctx *ctx)
+{
+    if (ctx->ferretdb)
+        (void)pthread_mutex_lock(&ctx->write_mu);
+}
+
+static void write_end(struct cd_ctx *ctx)
+{
+    if (ctx->ferretdb)
+        (void)pthread_mutex_unlock(&ctx->write_mu);
+}
+
+bool cd_insert_one(struct cd_ctx *ctx, mongoc_collection_t *coll, const bson_t *doc,
+                   const bson_t *opts, bson_t *reply, bson_error_t *error)
+{
+    bool ok;
+
+    write_begin(ctx);
+    ok = mongoc_collection_insert_one(coll, doc, opts, reply, error);
+    write_end(ctx);
+    return ok;
+}
+
+bool cd_delete_one(struct cd_ctx *ctx, mongoc_collection_t *coll, const bson_t *filter,
+                   const bson_t *opts, bson_t *reply, bson_error_t *error)
+{
+    bool ok;
+
+    write_begin(ctx);
+    ok = mongoc_collection_delete_one(coll, filter, opts, reply, error);
+    write_end(ctx);
+    return ok;
+}
+
+bool cd_replace_one(struct cd_ctx *ctx, mongoc_collection_t *coll, const bson_t *filter,
+                    const bson_t *doc, const bson_t *opts, bson_t *reply, bson_error_t *error)
+{
+    bool ok;
+
+    write_begin(ctx);
+    ok = mongoc_collection_replace_one(coll, filter, doc, opts, reply, error);
+    write_end(ctx);
+    return ok;
+}
+
+bool cd_update_one(struct cd_ctx *ctx, mongoc_collection_t *coll, const bson_t *filter,
+                   const bson_t *update, const bson_t *opts, bson_t *reply, bson_error_t *error)
+{
+    bool ok;
+
+    write_begin(ctx);
+    ok = mongoc_collection_update_one(coll, filter, update, opts, reply, error);
+    write_end(ctx);
+    return ok;
 }
 
 void cd_conn_close(struct cd_ctx *ctx, struct cd_conn *c)
@@ -114,8 +198,11 @@ int cd_store_init(struct cd_ctx *ctx, struct sh_err *err)
      * alive. Every replica tries to add it; the _id index keeps one. */
     cd_conn_open(ctx, &c, CD_COLL_CAPPED);
     {
-        bson_t *marker = BCON_NEW("_id", BCON_INT64(0), "marker", BCON_BOOL(true));
-        n = mongoc_collection_insert_one(c.coll, marker, NULL, NULL, &e) || cd_is_dup(&e) ? 0 : -1;
+        char id[CD_SEQ_ID_LEN];
+        bson_t *marker;
+        cd_seq_id(0, id);
+        marker = BCON_NEW("_id", BCON_UTF8(id), "marker", BCON_BOOL(true));
+        n = cd_insert_one(ctx, c.coll, marker, NULL, NULL, &e) || cd_is_dup(&e) ? 0 : -1;
         bson_destroy(marker);
     }
     cd_conn_close(ctx, &c);
@@ -144,8 +231,12 @@ int cd_store_fetch(struct cd_ctx *ctx, int64_t from_seq, long limit, bson_t ***r
      * (a range on any field scans the whole collection). Sequence numbers
      * have no holes, so the run stops at the first one not there yet. */
     for (int64_t s = from_seq; s < from_seq + limit; s++) {
-        bson_t *filter = BCON_NEW("_id", BCON_INT64(s));
-        int rc = cd_find_one(ctx, CD_COLL_CAPPED, filter, NULL, &docs[n], err);
+        char id[CD_SEQ_ID_LEN];
+        bson_t *filter;
+        int rc;
+        cd_seq_id(s, id);
+        filter = BCON_NEW("_id", BCON_UTF8(id));
+        rc = cd_find_one(ctx, CD_COLL_CAPPED, filter, NULL, &docs[n], err);
         bson_destroy(filter);
         if (rc < 0) {
             cd_docs_free(docs, n);
@@ -162,17 +253,20 @@ int cd_store_fetch(struct cd_ctx *ctx, int64_t from_seq, long limit, bson_t ***r
 
 int cd_store_seq_after(struct cd_ctx *ctx, int64_t seq, int64_t *ret_next, struct sh_err *err)
 {
-    bson_t *filter = BCON_NEW("_id", "{", "$gt", BCON_INT64(seq), "}");
+    char id[CD_SEQ_ID_LEN];
+    bson_t *filter;
     bson_t *opts = BCON_NEW("sort", "{", "_id", BCON_INT32(1), "}", "projection", "{", "_id",
                             BCON_INT32(1), "}");
     bson_t *doc = NULL;
-    bson_iter_t it;
-    int rc = cd_find_one(ctx, CD_COLL_CAPPED, filter, opts, &doc, err);
+    int rc;
 
+    cd_seq_id(seq, id);
+    filter = BCON_NEW("_id", "{", "$gt", BCON_UTF8(id), "}");
+    rc = cd_find_one(ctx, CD_COLL_CAPPED, filter, opts, &doc, err);
     if (rc == 1) {
-        if (bson_iter_init_find(&it, doc, "_id") &&
-            (BSON_ITER_HOLDS_INT64(&it) || BSON_ITER_HOLDS_INT32(&it)))
-            *ret_next = bson_iter_as_int64(&it);
+        int64_t next = cd_doc_seq(doc);
+        if (next > seq)
+            *ret_next = next;
         else
             rc = 0;
     }
@@ -198,7 +292,7 @@ int cd_store_submit(struct cd_ctx *ctx, const bson_oid_t *id, const char *collec
     bson_error_t e;
     int rc = -1;
 
-    /* _id = seq = the next free number, inserted under the _id index: a
+    /* _id = seq (cd_seq_id) = the next free number, inserted under the _id index: a
      * racing writer (another replica) makes us take the next one. A number is
      * only tried once the one below it is visible, so sequence order is
      * commit order and there are no holes. The first guess is one past what
@@ -213,10 +307,14 @@ int cd_store_submit(struct cd_ctx *ctx, const bson_oid_t *id, const char *collec
     seq = (ctx->last_seq > tail_next - 1 ? ctx->last_seq : tail_next - 1) + 1;
     cd_conn_open(ctx, &c, CD_COLL_CAPPED);
     for (int attempt = 0; attempt < 100000; attempt++) {
-        bson_t *doc = BCON_NEW("_id", BCON_INT64(seq), "config_id", BCON_OID(id), "type",
-                               BCON_UTF8("scraper"), "collection", BCON_UTF8(collection),
-                               "created_at", BCON_DATE_TIME(created), "spec", BCON_UTF8(spec));
-        int ok = mongoc_collection_insert_one(c.coll, doc, NULL, NULL, &e);
+        char sid[CD_SEQ_ID_LEN];
+        bson_t *doc;
+        int ok;
+        cd_seq_id(seq, sid);
+        doc = BCON_NEW("_id", BCON_UTF8(sid), "config_id", BCON_OID(id), "type",
+                       BCON_UTF8("scraper"), "collection", BCON_UTF8(collection), "created_at",
+                       BCON_DATE_TIME(created), "spec", BCON_UTF8(spec));
+        ok = cd_insert_one(ctx, c.coll, doc, NULL, NULL, &e);
         bson_destroy(doc);
         if (ok) {
             rc = 0;
@@ -231,11 +329,9 @@ int cd_store_submit(struct cd_ctx *ctx, const bson_oid_t *id, const char *collec
             bson_t *all = bson_new(), *doc_max = NULL;
             bson_t *opts = BCON_NEW("sort", "{", "_id", BCON_INT32(-1), "}", "projection", "{",
                                     "_id", BCON_INT32(1), "}");
-            bson_iter_t it;
             int found = cd_find_one(ctx, CD_COLL_CAPPED, all, opts, &doc_max, err);
-            if (found == 1 && bson_iter_init_find(&it, doc_max, "_id") &&
-                bson_iter_as_int64(&it) > seq)
-                seq = bson_iter_as_int64(&it);
+            if (found == 1 && cd_doc_seq(doc_max) > seq)
+                seq = cd_doc_seq(doc_max);
             bson_destroy(doc_max);
             bson_destroy(all);
             bson_destroy(opts);
@@ -332,7 +428,7 @@ static int insert_endpoint(struct cd_ctx *ctx, const char *collection, json_int_
                    "created_at", BCON_DATE_TIME(now), "updated_at", BCON_DATE_TIME(now), "spec",
                    BCON_UTF8(spec));
     cd_conn_open(ctx, &c, CD_COLL_CONFIGS);
-    if (!mongoc_collection_insert_one(c.coll, doc, NULL, NULL, &e)) {
+    if (!cd_insert_one(ctx, c.coll, doc, NULL, NULL, &e)) {
         rc = cd_is_dup(&e) ? 0 : -1;
         if (rc < 0)
             sh_mongo_err(err, &e, "insert endpoint configuration");
@@ -378,7 +474,7 @@ int cd_store_sync_endpoint(struct cd_ctx *ctx, const char *collection, int *ret_
             bson_t reply;
             int ok;
             cd_conn_open(ctx, &c, CD_COLL_CONFIGS);
-            ok = mongoc_collection_delete_one(c.coll, del, NULL, &reply, &e);
+            ok = cd_delete_one(ctx, c.coll, del, NULL, &reply, &e);
             cd_conn_close(ctx, &c);
             bson_destroy(del);
             if (!ok) {
@@ -436,7 +532,7 @@ int cd_store_materialise(struct cd_ctx *ctx, const bson_t *capped, int *ret_chan
                    "created_at", BCON_DATE_TIME(created), "updated_at", BCON_DATE_TIME(created),
                    "spec", BCON_UTF8(spec));
     cd_conn_open(ctx, &c, CD_COLL_CONFIGS);
-    if (mongoc_collection_insert_one(c.coll, doc, NULL, NULL, &e))
+    if (cd_insert_one(ctx, c.coll, doc, NULL, NULL, &e))
         inserted = 1;
     else if (!cd_is_dup(&e))
         rc = -1;
@@ -514,7 +610,7 @@ int cd_store_state_save(struct cd_ctx *ctx, int64_t next, struct sh_err *err)
     /* Two replicas upserting the same _id at once: the loser sees a duplicate
      * key error and simply updates on the second try. */
     for (int i = 0; i < 3 && rc < 0; i++) {
-        if (mongoc_collection_update_one(c.coll, filter, update, opts, NULL, &e))
+        if (cd_update_one(ctx, c.coll, filter, update, opts, NULL, &e))
             rc = 0;
         else if (!cd_is_dup(&e))
             break;

@@ -23,9 +23,9 @@
  *    wakes the tailer for every new document, so documents POSTed to another
  *    replica are picked up at once; a dead cursor (FerretDB ends them often,
  *    MongoDB when the query matches nothing) is reopened.
- * A restart resumes at the saved next: it neither skips nor repeats. The
- * crash window between a document's effects and the save replays one
- * document, which is idempotent (store.c), as is a second replica.
+ * A restart resumes at the saved next: it never skips. The crash window
+ * between a run's effects and the save (once per run of documents) replays
+ * that run, which is idempotent (store.c), as is a second replica.
  *
  * Locking: ctx->mu guards the waiter list, wake/stop flags and counters. */
 #include "config_discovery.h"
@@ -54,6 +54,7 @@ int cd_ctx_init(struct cd_ctx *ctx, const struct cd_config *cfg, struct sh_err *
         return -1;
     (void)pthread_mutex_init(&ctx->mu, NULL);
     (void)pthread_mutex_init(&ctx->seq_mu, NULL);
+    (void)pthread_mutex_init(&ctx->write_mu, NULL);
     (void)pthread_condattr_init(&attr);
     (void)pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
     (void)pthread_cond_init(&ctx->cv, &attr);
@@ -76,6 +77,7 @@ void cd_ctx_done(struct cd_ctx *ctx)
     (void)pthread_cond_destroy(&ctx->bump_cv);
     (void)pthread_mutex_destroy(&ctx->mu);
     (void)pthread_mutex_destroy(&ctx->seq_mu);
+    (void)pthread_mutex_destroy(&ctx->write_mu);
 }
 
 static void deadline_after(struct timespec *ts, long ms)
@@ -200,15 +202,6 @@ static void notify(struct cd_ctx *ctx, const bson_t *doc)
     (void)pthread_mutex_unlock(&ctx->mu);
 }
 
-static int64_t doc_seq(const bson_t *doc)
-{
-    bson_iter_t it;
-    if (bson_iter_init_find(&it, doc, "_id") &&
-        (BSON_ITER_HOLDS_INT64(&it) || BSON_ITER_HOLDS_INT32(&it)))
-        return bson_iter_as_int64(&it);
-    return -1;
-}
-
 /* Materialises one document, retrying transient errors until it succeeds or
  * the service stops: a document is never skipped because Mongo blinked.
  * Returns 0 done, -1 stopping. */
@@ -220,7 +213,7 @@ static int process(struct cd_ctx *ctx, const bson_t *doc)
 
     while (cd_store_materialise(ctx, doc, &changed, &err) != 0) {
         sh_log_warn("materialise_failed seq=%lld error=\"%s\" retry_ms=%ld",
-                    (long long)doc_seq(doc), err.msg, backoff);
+                    (long long)cd_doc_seq(doc), err.msg, backoff);
         cd_count(ctx, "scrapr_cd_materialise_errors_total", "Failed materialisation attempts");
         if (cd_nap(ctx, backoff))
             return -1;
@@ -370,9 +363,11 @@ static int drain(struct cd_ctx *ctx, struct tailer *t, long *ret_wait_ms, struct
         (void)pthread_mutex_lock(&ctx->mu);
         ctx->next_seq = t->next;
         (void)pthread_mutex_unlock(&ctx->mu);
-        if (cd_store_state_save(ctx, t->next, err) != 0)
-            sh_log_warn("tailer_state_save_failed error=\"%s\"", err->msg);
     }
+    /* Once per run rather than per document (one write each): a crash
+     * before it replays the run, which is idempotent. */
+    if (cd_store_state_save(ctx, t->next, err) != 0)
+        sh_log_warn("tailer_state_save_failed error=\"%s\"", err->msg);
     cd_docs_free(docs, n);
     return rc < 0 ? -1 : 1;
 }
@@ -451,8 +446,10 @@ static void *watcher_main(void *arg)
         }
         if (last > 0 && !no_filter) {
             bson_t child;
+            char id[CD_SEQ_ID_LEN];
+            cd_seq_id(last, id);
             BSON_APPEND_DOCUMENT_BEGIN(filter, "_id", &child);
-            BSON_APPEND_INT64(&child, "$gte", last);
+            BSON_APPEND_UTF8(&child, "$gte", id);
             bson_append_document_end(filter, &child);
         }
         opts =
@@ -461,7 +458,7 @@ static void *watcher_main(void *arg)
         cur = mongoc_collection_find_with_opts(coll, filter, opts, NULL);
         while (!stopping(ctx)) {
             if (mongoc_cursor_next(cur, &doc)) {
-                int64_t s = doc_seq(doc);
+                int64_t s = cd_doc_seq(doc);
                 got++;
                 if (s > last) {
                     last = s;

@@ -93,6 +93,51 @@ static void wait_count(struct cd_ctx *ctx, const char *type, const char *collect
                collection ? collection : "*", got);
 }
 
+/* Capped documents are keyed by cd_seq_id(seq), a fixed-width digit string:
+ * FerretDB answers only string/ObjectId _id equality from an index (a number
+ * _id scanned the whole, never trimmed, capped collection on every lookup),
+ * and string order must equal number order for the $gt/$gte lookups. */
+static void test_capped_documents_are_keyed_by_a_sortable_string(void)
+{
+    struct cd_ctx ctx;
+    struct sh_err err;
+    json_t *user =
+        json_pack("{s:s, s:{s:s}}", "collection", "keys", "source", "url", "http://127.0.0.1:1/");
+    bson_oid_t id;
+    int64_t seq = 0, next = 0;
+    char sid[CD_SEQ_ID_LEN], a[CD_SEQ_ID_LEN], b[CD_SEQ_ID_LEN];
+    bson_t **docs = NULL;
+    size_t n = 0;
+    char *db = th_unique("t_cds_keys");
+
+    cd_seq_id(9, a);
+    cd_seq_id(10, b);
+    ASSERT_STR_EQ(a, "0000000000000000009");
+    ASSERT_LT(strcmp(a, b), 0);
+    ctx_open(&ctx, db);
+    bson_oid_init(&id, NULL);
+    ASSERT_EQ(cd_store_submit(&ctx, &id, "keys", user, &seq, &err), 0);
+    ASSERT_EQ(cd_store_submit(&ctx, &id, "keys", user, &next, &err), 0);
+    ASSERT_EQ(next, seq + 1);
+    cd_seq_id(seq, sid);
+    ASSERT_EQ(cd_store_fetch(&ctx, seq, 5, &docs, &n, &err), 0);
+    ASSERT_EQ(n, 2); /* the run stops at the first seq not there */
+    ASSERT_EQ(cd_doc_seq(docs[0]), seq);
+    ASSERT_EQ(cd_doc_seq(docs[1]), seq + 1);
+    {
+        bson_iter_t it;
+        ASSERT(bson_iter_init_find(&it, docs[0], "_id") && BSON_ITER_HOLDS_UTF8(&it));
+        ASSERT_STR_EQ(bson_iter_utf8(&it, NULL), sid);
+    }
+    cd_docs_free(docs, n);
+    ASSERT_EQ(cd_store_seq_after(&ctx, seq, &next, &err), 1);
+    ASSERT_EQ(next, seq + 1);
+    ASSERT_EQ(cd_store_seq_after(&ctx, seq + 1, &next, &err), 0);
+    json_decref(user);
+    ctx_close(&ctx);
+    free(db);
+}
+
 static void test_materialise_creates_one_endpoint_per_collection(void)
 {
     struct cd_ctx ctx;
@@ -530,12 +575,13 @@ static void put_capped(struct cd_ctx *ctx, int64_t seq, const char *collection, 
     mongoc_client_t *c = mongoc_client_pool_pop(ctx->pool);
     mongoc_collection_t *coll = mongoc_client_get_collection(c, ctx->db, CD_COLL_CAPPED);
     bson_error_t e;
-    char spec[128];
+    char spec[128], sid[CD_SEQ_ID_LEN];
     bson_t *doc;
 
     bson_oid_init(ret_id, NULL);
     (void)snprintf(spec, sizeof(spec), "{\"collection\":\"%s\",\"ttl\":60}", collection);
-    doc = BCON_NEW("_id", BCON_INT64(seq), "config_id", BCON_OID(ret_id), "type",
+    cd_seq_id(seq, sid);
+    doc = BCON_NEW("_id", BCON_UTF8(sid), "config_id", BCON_OID(ret_id), "type",
                    BCON_UTF8("scraper"), "collection", BCON_UTF8(collection), "created_at",
                    BCON_DATE_TIME(cd_now_ms()), "spec", BCON_UTF8(spec));
     if (!mongoc_collection_insert_one(coll, doc, NULL, NULL, &e))
@@ -596,6 +642,7 @@ int main(void)
     if (!getenv("MONGO_URL"))
         CHECK_FAIL("MONGO_URL is not set: run under tests/lib/testbed.sh");
     (void)sh_log_setup("test", "warn", NULL);
+    RUN(test_capped_documents_are_keyed_by_a_sortable_string);
     RUN(test_materialise_creates_one_endpoint_per_collection);
     RUN(test_restart_neither_skips_nor_resurrects);
     RUN(test_replay_from_scratch_is_idempotent);

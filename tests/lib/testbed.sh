@@ -8,7 +8,8 @@
 #   tests/lib/testbed.sh stop DIR        stop what `start DIR` began
 #
 # A variable already set (e.g. MONGO_URL pointing at a real MongoDB) is used
-# as is and that server is not started.
+# as is and that server is not started. FERRETDB_ARGS adds flags to the
+# FerretDB wrapper (e.g. benches: -index-dbs for their databases).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 export PATH="$ROOT/tools/bin:$PATH"
@@ -48,7 +49,8 @@ start_all() { # start_all DIR
     if [ -z "${MONGO_URL:-}" ]; then
         local mport
         mport=$(free_port)
-        ferretdb -listen "127.0.0.1:$mport" -dir "$dir/ferretdb" >"$dir/ferretdb.log" 2>&1 &
+        # shellcheck disable=SC2086 # FERRETDB_ARGS: extra wrapper flags, word-split
+        ferretdb -listen "127.0.0.1:$mport" -dir "$dir/ferretdb" ${FERRETDB_ARGS:-} >"$dir/ferretdb.log" 2>&1 &
         echo $! >>"$dir/pids"
         disown $!
         wait_for 90 "ferretdb on port $mport" bash -c "exec 3<>/dev/tcp/127.0.0.1/$mport"
