@@ -413,20 +413,29 @@ static json_int_t spec_ttl(const bson_t *doc, json_int_t dflt)
 static int insert_endpoint(struct cd_ctx *ctx, const char *collection, json_int_t ttl,
                            struct sh_err *err)
 {
-    json_t *user = json_pack("{s:s, s:I}", "collection", collection, "ttl", ttl);
-    char *spec = json_dumps(user, JSON_COMPACT);
+    json_t *user;
+    char *spec;
     int64_t now = cd_now_ms();
     bson_oid_t eid;
     bson_t *doc;
     struct cd_conn c;
     bson_error_t e;
-    int rc = 1;
+    int rc;
 
     cd_endpoint_oid(collection, &eid);
+    /* Usually it exists (one per collection, many scrapers): a lookup is a
+     * read, a refused insert a failed write (FerretDB then retries the batch
+     * document by document: two SQLite write transactions). */
+    rc = cd_find_by_id(ctx, CD_COLL_CONFIGS, &eid, NULL, err);
+    if (rc != 0)
+        return rc < 0 ? -1 : 0;
+    rc = 1;
+    user = json_pack("{s:s, s:I}", "collection", collection, "ttl", ttl);
+    spec = json_dumps(user, JSON_COMPACT);
     doc = BCON_NEW("_id", BCON_OID(&eid), "type", BCON_UTF8("endpoint"), "collection",
                    BCON_UTF8(collection), "container", BCON_NULL, "version", BCON_INT64(1),
                    "created_at", BCON_DATE_TIME(now), "updated_at", BCON_DATE_TIME(now), "spec",
-                   BCON_UTF8(spec));
+                   BCON_UTF8(spec ? spec : "{}"));
     cd_conn_open(ctx, &c, CD_COLL_CONFIGS);
     if (!cd_insert_one(ctx, c.coll, doc, NULL, NULL, &e)) {
         rc = cd_is_dup(&e) ? 0 : -1;
