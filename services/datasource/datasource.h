@@ -145,6 +145,9 @@ size_t ds_handoff_take(struct ds_handoff *h, bson_t **docs, json_t **maps, size_
 /* Forgets the documents whose _id is in ids (a JSON array of strings): the
  * tailer read them from the capped collection. */
 void ds_handoff_drop_ids(struct ds_handoff *h, json_t *ids);
+/* 1 when a push was refused (full) while enabled since the last call: the
+ * hand-off lacks a batch, read the capped collection until caught up. */
+int ds_handoff_dropped(struct ds_handoff *h);
 
 /* --- runtime context --- */
 

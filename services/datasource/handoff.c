@@ -15,6 +15,14 @@
  * push that does not fit is dropped, a disabled hand-off (the tailer is not
  * tailing) keeps nothing, and a crash loses nothing.
  *
+ * Order: a round taken from here must not pass an older batch of this
+ * process that only the capped collection holds, or the collection's
+ * revision would move past that batch's seq and readers following by
+ * revision (endpoints: since=<rev>) would never see its items. Every push of
+ * the process goes through here in seq order, and a refused one is reported
+ * (ds_handoff_dropped) so the tailer reads the capped collection, oldest
+ * first, until it has caught up.
+ *
  * Thread-safe: ingest pushes under its ingest_lock (so pushes are in seq
  * order), the tailer takes and filters. */
 #include <string.h>
@@ -33,6 +41,7 @@ struct ds_handoff {
     size_t cap, head, n;
     size_t bytes, max_bytes;
     int enabled;
+    int dropped; /* a push was refused while enabled (full) since the last ds_handoff_dropped() */
 };
 
 struct ds_handoff *ds_handoff_new(size_t max_docs, size_t max_bytes)
@@ -90,6 +99,8 @@ int ds_handoff_push(struct ds_handoff *h, bson_t *doc, json_t *map)
         h->n++;
         h->bytes += doc->len;
         kept = 1;
+    } else if (h->enabled) {
+        h->dropped = 1;
     }
     (void)pthread_mutex_unlock(&h->mu);
     if (!kept) {
@@ -161,4 +172,15 @@ void ds_handoff_drop_ids(struct ds_handoff *h, json_t *ids)
         memset(&h->v[(h->head + i) % h->cap], 0, sizeof(h->v[0]));
     h->n = kept;
     (void)pthread_mutex_unlock(&h->mu);
+}
+
+int ds_handoff_dropped(struct ds_handoff *h)
+{
+    int d;
+
+    (void)pthread_mutex_lock(&h->mu);
+    d = h->dropped;
+    h->dropped = 0;
+    (void)pthread_mutex_unlock(&h->mu);
+    return d;
 }

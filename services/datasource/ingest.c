@@ -273,7 +273,8 @@ int ds_ingest(struct ds_ctx *ctx, const struct ds_batch *b, struct ds_ingest_res
     memset(ret, 0, sizeof(*ret));
     ret->status = 202;
     /* For the local tailer's hand-off, keyed here, outside the lock: this
-     * thread runs beside the tailer's writes, the tailer would do it inline. */
+     * thread runs beside the tailer's writes, the tailer would do it inline
+     * (and does, for a batch pushed without a map). */
     if (ctx->poll && __atomic_load_n(&ctx->tailing, __ATOMIC_RELAXED))
         map = ds_batch_map(b->data, b->key, b->item_json);
     (void)pthread_mutex_lock(&ctx->ingest_lock);
@@ -352,8 +353,9 @@ int ds_ingest(struct ds_ctx *ctx, const struct ds_batch *b, struct ds_ingest_res
     bson_destroy(&reply);
     ret->seq = seq;
     rc = 0;
-    /* still under ingest_lock: the hand-off stays in seq order */
-    if (map) {
+    /* still under ingest_lock: the hand-off stays in seq order. Every batch
+     * goes there (map or not) so it never lacks one the tailer would pass. */
+    if (ctx->poll) {
         (void)ds_handoff_push(ctx->handoff, doc, map);
         doc = NULL;
         map = NULL;

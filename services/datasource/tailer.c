@@ -468,6 +468,8 @@ static int poll_round(struct tailer *t)
      * batches, and anything the hand-off dropped) and, after a read came back
      * full (a backlog), until one comes back short. An empty hand-off between
      * reads is "nothing to do": no empty find after every round. */
+    if (t->handoff_on && ds_handoff_dropped(ctx->handoff))
+        t->db_behind = 1; /* it lacks a batch: catch up from the collection, oldest first */
     if (t->handoff_on && !t->db_behind && now < t->db_due) {
         n = ds_handoff_take(ctx->handoff, docs, maps, limit, ROUND_BYTES_MAX);
         for (i = 0; i < n; i++)

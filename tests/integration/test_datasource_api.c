@@ -727,6 +727,74 @@ static void test_other_replicas_batches_are_reduced_beside_the_handoff(void)
     free(db);
 }
 
+/* The revision is a cursor readers follow (endpoints ask since=<rev>): once
+ * a collection is at revision R, no item with a revision <= R may appear
+ * later. Batches posted from the tailer's very start (hand-off enabling,
+ * first reads of the capped collection) and while readers sample: every
+ * sample's items up to its revision must equal the final ones up to it. */
+static void test_no_item_appears_behind_the_revision(void)
+{
+    struct ds_proc p = {0};
+    char *db = th_unique("t_ds_order");
+    const char *on[] = {"DS_TAILER_LOCK=0", NULL};
+    json_t *samples = json_array(), *final, *s;
+    size_t i;
+
+    ds_start(&p, db, on);
+    for (int b = 0; b < 60; b++) {
+        char body[160];
+        (void)snprintf(body, sizeof(body),
+                       "{\"collection\":\"ord\",\"batch_id\":\"o%d\",\"key\":[\"k\"],"
+                       "\"data\":[{\"k\":\"k%d\"}]}",
+                       b, b);
+        ASSERT_EQ(ds_post(&p, body, NULL), 202);
+        if (b % 3 == 0) {
+            char *resp = NULL;
+            if (ds_get(&p, "/collections/ord?since=0&limit=10000", NULL, &resp, NULL) == 200)
+                (void)json_array_append_new(samples, json_loads(resp, 0, NULL));
+            free(resp);
+        }
+    }
+    final = ds_wait_revision(&p, "ord", 1, NULL);
+    json_decref(final);
+    {
+        int64_t deadline = th_now_ms() + 15000;
+        for (;;) {
+            final = ds_get_json(&p, "/collections/ord?since=0&limit=10000", 200);
+            if (json_integer_value(json_object_get(final, "count")) == 60)
+                break;
+            json_decref(final);
+            ASSERT_LT(th_now_ms(), deadline);
+            (void)usleep(20000);
+        }
+    }
+    ASSERT(json_array_size(samples) > 5);
+    json_array_foreach(samples, i, s)
+    {
+        json_int_t rev = json_integer_value(json_object_get(s, "revision"));
+        size_t n_then = 0, n_final = 0, j;
+        json_t *it;
+        json_array_foreach(json_object_get(s, "items"), j, it)
+        {
+            if (json_integer_value(json_object_get(it, "revision")) <= rev)
+                n_then++;
+        }
+        json_array_foreach(json_object_get(final, "items"), j, it)
+        {
+            if (json_integer_value(json_object_get(it, "revision")) <= rev)
+                n_final++;
+        }
+        if (n_then != n_final)
+            CHECK_FAIL("at revision %lld a reader saw %zu items, later %zu had revisions <= it",
+                       (long long)rev, n_then, n_final);
+    }
+    json_decref(final);
+    json_decref(samples);
+    ds_stop(&p, SIGTERM);
+    free(p.db);
+    free(db);
+}
+
 int main(void)
 {
     /* A missing test bed is a failure, never a skip. */
@@ -742,5 +810,6 @@ int main(void)
     RUN(test_one_round_of_many_batches_equals_one_by_one);
     RUN(test_batch_ids_are_forgotten_after_the_retention_window);
     RUN(test_other_replicas_batches_are_reduced_beside_the_handoff);
+    RUN(test_no_item_appears_behind_the_revision);
     return 0;
 }

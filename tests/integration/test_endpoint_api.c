@@ -752,7 +752,7 @@ int main(void)
     T.redis_port = th_free_port();
     T.ds_port = th_free_port();
     T.ep_port = th_free_port();
-    T.dead_port = th_free_port();
+    T.dead_port = th_dead_port();
     db = th_unique("t_endpoint");
     T.mongo_url = th_mongo_url(db);
     T.collection = th_unique("quotes");

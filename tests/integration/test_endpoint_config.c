@@ -267,7 +267,7 @@ int main(void)
     T.redis_port = th_free_port();
     T.cd_port = th_free_port();
     T.ep_port = th_free_port();
-    T.dead_port = th_free_port();
+    T.dead_port = th_dead_port();
     T.redis_url = sh_xasprintf("redis://127.0.0.1:%u", T.redis_port);
     T.cd_url = sh_xasprintf("http://127.0.0.1:%u", T.cd_port);
     T.ep_url = sh_xasprintf("http://127.0.0.1:%u", T.ep_port);

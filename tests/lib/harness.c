@@ -71,6 +71,22 @@ unsigned th_free_port(void)
     return ntohs(a.sin_port);
 }
 
+unsigned th_dead_port(void)
+{
+    /* Bound, never listening, never closed: a connect is refused, and no
+     * server of a test running beside this one can take the port (a port
+     * from th_free_port() can be, and then answers 404s). Released at exit. */
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(a);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        th_die("socket: %s", strerror(errno));
+    if (bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0 ||
+        getsockname(fd, (struct sockaddr *)&a, &len) < 0)
+        th_die("bind: %s", strerror(errno));
+    return ntohs(a.sin_port);
+}
+
 int64_t th_now_ms(void)
 {
     struct timespec ts;

@@ -17,6 +17,8 @@
 
 /* A currently free TCP port on 127.0.0.1 (bound, read back, closed). */
 unsigned th_free_port(void);
+/* A loopback port where connections are refused for the whole run. */
+unsigned th_dead_port(void);
 
 /* Starts argv[0] (a path, or a name searched in PATH) with the current
  * environment plus env_extra ("KEY=VALUE" entries replace inherited ones; a
