@@ -406,10 +406,6 @@ static void tail_once(struct tailer *t, int64_t skip_upto)
     mongoc_collection_destroy(col);
 }
 
-/* Poll mode, one round: the oldest t->round documents of the capped
- * collection, reduced, position saved, then deleted. 2 = did a full round
- * (more may wait), 1 = did a round, 0 = nothing to do, -1 = error (retried
- * after a pause). */
 static void append_id(json_t *ids, const bson_t *doc)
 {
     bson_iter_t it;
@@ -450,6 +446,10 @@ static long read_capped(struct tailer *t, mongoc_collection_t *col, bson_t **doc
     return rc;
 }
 
+/* Poll mode, one round: the oldest t->round documents of the capped
+ * collection (or of the hand-off), reduced, position saved, then deleted.
+ * 2 = did a full round (more may wait), 1 = did a round, 0 = nothing to do,
+ * -1 = error (retried after a pause). */
 static int poll_round(struct tailer *t)
 {
     struct ds_ctx *ctx = t->ctx;
