@@ -54,8 +54,7 @@ struct batch_view {
     int64_t seq;
     int64_t at;
     json_t *key;    /* owned: key field names */
-    json_t *items;  /* owned: parsed data array (NULL when map came with the hand-off) */
-    json_t *map;    /* owned: key -> item text, from the hand-off (ds_batch_map), or NULL */
+    json_t *map;    /* owned: the items by key -> text (ds_batch_map: ingest's, or built here) */
     int64_t n;      /* items in the batch */
     char *inflated; /* owned: data when the capped document carries it deflated */
     int skip;       /* a replay of another seq */
@@ -293,9 +292,10 @@ static void view_data(const bson_t *doc, struct batch_view *v)
 
 /* Fills v from a capped document; map (may be NULL): the batch's items by
  * key as ingest computed them (hand-off), so data is neither inflated nor
- * parsed again. */
+ * parsed again. Without it the map is built here, once per batch. */
 static int view_parse(const bson_t *doc, json_t *map, struct batch_view *v, struct sh_err *err)
 {
+    json_t *items;
     bson_iter_t it, a;
     uint32_t len;
     json_error_t jerr;
@@ -330,12 +330,15 @@ static int view_parse(const bson_t *doc, json_t *map, struct batch_view *v, stru
                    : (int64_t)json_object_size(map);
         return 0;
     }
-    v->items = json_loadb(v->data, v->data_len, 0, &jerr);
-    if (!json_is_array(v->items)) {
+    items = json_loadb(v->data, v->data_len, 0, &jerr);
+    if (!json_is_array(items)) {
+        json_decref(items);
         sh_err_set(err, SH_EPROTO, "batch %s: data is not a JSON array", v->batch_id);
         return -1;
     }
-    v->n = (int64_t)json_array_size(v->items);
+    v->n = (int64_t)json_array_size(items);
+    v->map = ds_batch_map(items, v->key, NULL);
+    json_decref(items);
     return 0;
 }
 
@@ -552,12 +555,6 @@ static char *merge_data(const char *stored, const char *incoming)
     return out;
 }
 
-/* The batch's items by key (see ds_batch_map); a new reference. */
-static json_t *batch_map(const struct batch_view *v)
-{
-    return v->map ? json_incref(v->map) : ds_batch_map(v->items, v->key, NULL);
-}
-
 /* Whether to delete n_keys keys of a collection of about size items with one
  * {_id} statement each (index searches, one SQLite transaction each) rather
  * than one {_id: {$in}} delete (one scan of the collection). */
@@ -732,18 +729,16 @@ static int reduce_collection(struct ds_reducer *r, mongoc_client_t *c, struct ba
     if (!cs->items) {
         json_t *keys = json_array(), *seen = json_object();
         for (i = 0; i < nv; i++) {
-            json_t *map, *val;
+            json_t *val;
             if (v[i].skip || strcmp(v[i].collection, name) != 0)
                 continue;
-            map = batch_map(&v[i]);
-            json_object_foreach(map, key, val)
+            json_object_foreach(v[i].map, key, val)
             {
                 if (!json_object_get(seen, key)) {
                     (void)json_object_set_new(seen, key, json_true());
                     (void)json_array_append_new(keys, json_string(key));
                 }
             }
-            json_decref(map);
         }
         known = lookup_items(col, keys, err);
         json_decref(keys);
@@ -752,15 +747,14 @@ static int reduce_collection(struct ds_reducer *r, mongoc_client_t *c, struct ba
             goto out;
     }
     for (i = 0; i < nv; i++) {
-        json_t *map, *val;
+        json_t *val;
         if (v[i].skip || strcmp(v[i].collection, name) != 0)
             continue;
         batches++;
         n_items += (size_t)v[i].n;
         if (v[i].seq > maxseq)
             maxseq = v[i].seq;
-        map = batch_map(&v[i]);
-        json_object_foreach(map, key, val)
+        json_object_foreach(v[i].map, key, val)
         {
             json_t *cur = json_object_get(pending, key);
             int existed;
@@ -788,7 +782,6 @@ static int reduce_collection(struct ds_reducer *r, mongoc_client_t *c, struct ba
                                                 merged ? merged : json_string_value(val), existed));
             free(merged);
         }
-        json_decref(map);
     }
     if (batches == 0) {
         rc = 0;
@@ -874,7 +867,6 @@ int ds_reduce_round(struct ds_reducer *r, mongoc_client_t *c, const bson_t *cons
             sh_metric_inc(r->ctx->m.errors);
             sh_log_error("reduce_skipped_malformed error=\"%s\"", err->msg);
             json_decref(v[nv].key);
-            json_decref(v[nv].items);
             json_decref(v[nv].map);
             free(v[nv].inflated);
             memset(&v[nv], 0, sizeof(v[nv]));
@@ -905,7 +897,6 @@ int ds_reduce_round(struct ds_reducer *r, mongoc_client_t *c, const bson_t *cons
 out:
     for (i = 0; i < nv; i++) {
         json_decref(v[i].key);
-        json_decref(v[i].items);
         json_decref(v[i].map);
         free(v[i].inflated);
     }
