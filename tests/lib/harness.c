@@ -57,7 +57,8 @@ static void th_die(const char *fmt, ...)
     exit(1);
 }
 
-unsigned th_free_port(void)
+/* A TCP socket bound to a free loopback port (not listening); *ret_port its port. */
+static int bound_loopback(unsigned *ret_port)
 {
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     socklen_t len = sizeof(a);
@@ -67,8 +68,15 @@ unsigned th_free_port(void)
     if (bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0 ||
         getsockname(fd, (struct sockaddr *)&a, &len) < 0)
         th_die("bind: %s", strerror(errno));
-    (void)close(fd);
-    return ntohs(a.sin_port);
+    *ret_port = ntohs(a.sin_port);
+    return fd;
+}
+
+unsigned th_free_port(void)
+{
+    unsigned port;
+    (void)close(bound_loopback(&port));
+    return port;
 }
 
 unsigned th_dead_port(void)
@@ -76,15 +84,9 @@ unsigned th_dead_port(void)
     /* Bound, never listening, never closed: a connect is refused, and no
      * server of a test running beside this one can take the port (a port
      * from th_free_port() can be, and then answers 404s). Released at exit. */
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof(a);
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        th_die("socket: %s", strerror(errno));
-    if (bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0 ||
-        getsockname(fd, (struct sockaddr *)&a, &len) < 0)
-        th_die("bind: %s", strerror(errno));
-    return ntohs(a.sin_port);
+    unsigned port;
+    (void)bound_loopback(&port);
+    return port;
 }
 
 int64_t th_now_ms(void)
