@@ -801,14 +801,24 @@ static void test_concurrent_threads_each_keep_their_own_connection(void)
     MHD_stop_daemon(c.d);
 }
 
+/* GET server+path must fail with error code `code`. */
+static void expect_fail(const struct sh_http_client_opts *o, const char *server, const char *path,
+                        int code)
+{
+    struct sh_http_response r = {0};
+    struct sh_err err = {0};
+    char *url = sh_xasprintf("%s%s", server, path);
+
+    ASSERT_EQ(sh_http_request(o, "GET", url, NULL, NULL, 0, &r, &err), -1);
+    ASSERT_EQ(err.code, code);
+    free(url);
+}
+
 static void test_failed_transfers_do_not_poison_the_next_call(void)
 {
     struct canceller cancel = {0};
     struct counted c;
-    struct sh_http_response r = {0};
-    struct sh_err err = {0};
     struct sh_http_client_opts o = {0};
-    char *url;
     pthread_t t;
 
     counted_start(&c, 0);
@@ -816,35 +826,25 @@ static void test_failed_transfers_do_not_poison_the_next_call(void)
 
     /* Body over the cap: curl stops reading mid-body... */
     o.max_response = 1000;
-    url = sh_xasprintf("%s/big?n=300000", c.base);
-    ASSERT_EQ(sh_http_request(&o, "GET", url, NULL, NULL, 0, &r, &err), -1);
-    ASSERT_EQ(err.code, SH_ELIMIT);
-    free(url);
+    expect_fail(&o, c.base, "/big?n=300000", SH_ELIMIT);
     /* ...and the rest of that body must not be read as the next answer. */
     o.max_response = 0;
     expect_echo(&o, "POST", c.base, "after the limit");
 
     o.timeout_ms = 300;
-    url = sh_xasprintf("%s/slow?ms=1500", c.base);
-    ASSERT_EQ(sh_http_request(&o, "GET", url, NULL, NULL, 0, &r, &err), -1);
-    ASSERT_EQ(err.code, SH_ETIMEOUT);
+    expect_fail(&o, c.base, "/slow?ms=1500", SH_ETIMEOUT);
     o.timeout_ms = 0;
     expect(&o, "GET", c.base, "/status/201", NULL, 201, "status 201");
 
     o.cancel = &cancel.flag;
     ASSERT_EQ(pthread_create(&t, NULL, cancel_soon, &cancel), 0);
-    ASSERT_EQ(sh_http_request(&o, "GET", url, NULL, NULL, 0, &r, &err), -1);
-    ASSERT_EQ(err.code, SH_EIO);
+    expect_fail(&o, c.base, "/slow?ms=1500", SH_EIO);
     ASSERT_EQ(pthread_join(t, NULL), 0);
-    free(url);
     o.cancel = NULL;
     expect(&o, "GET", c.base, "/status/202", NULL, 202, "status 202");
 
     o.max_headers = 40;
-    url = sh_xasprintf("%s/headers", c.base);
-    ASSERT_EQ(sh_http_request(&o, "GET", url, NULL, NULL, 0, &r, &err), -1);
-    ASSERT_EQ(err.code, SH_ELIMIT);
-    free(url);
+    expect_fail(&o, c.base, "/headers", SH_ELIMIT);
     o.max_headers = 0;
     expect(&o, "GET", c.base, "/status/203", NULL, 203, "status 203");
     expect_echo(&o, "PUT", c.base, "still fine");
