@@ -127,7 +127,8 @@ int cd_is_dup(const bson_error_t *e); /* duplicate key (11000) */
  * _id equality from an index; a number _id made every lookup scan the whole
  * capped collection, which embedded FerretDB never trims, so each POST got
  * slower with the history of changes. */
-#define CD_SEQ_ID_LEN 24
+#define CD_SEQ_DIGITS 19 /* INT64_MAX has 19 digits */
+#define CD_SEQ_ID_LEN (CD_SEQ_DIGITS + 1)
 void cd_seq_id(int64_t seq, char buf[CD_SEQ_ID_LEN]);
 /* The seq of a capped document: its _id (a string, or a number as older
  * versions wrote it); -1 when it has none. */

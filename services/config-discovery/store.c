@@ -27,7 +27,7 @@
 
 void cd_seq_id(int64_t seq, char buf[CD_SEQ_ID_LEN])
 {
-    (void)snprintf(buf, CD_SEQ_ID_LEN, "%019lld", (long long)(seq < 0 ? 0 : seq));
+    (void)snprintf(buf, CD_SEQ_ID_LEN, "%0*lld", CD_SEQ_DIGITS, (long long)(seq < 0 ? 0 : seq));
 }
 
 int64_t cd_doc_seq(const bson_t *doc)
@@ -43,7 +43,7 @@ int64_t cd_doc_seq(const bson_t *doc)
     if (!BSON_ITER_HOLDS_UTF8(&it))
         return -1;
     s = bson_iter_utf8(&it, NULL);
-    if (strlen(s) != CD_SEQ_ID_LEN - 5)
+    if (strlen(s) != CD_SEQ_DIGITS)
         return -1;
     errno = 0;
     v = strtoll(s, (char **)&end, 10);
