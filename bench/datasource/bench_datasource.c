@@ -7,6 +7,10 @@
  *           POST /items to the return of a long-poll GET that was waiting for
  *           the revision to move; p50/p95/p99
  *
+ * With SERVER_PID set (run.sh sets it when the server runs on this machine),
+ * the server's CPU time per phase is printed too: on a single-writer server
+ * (FerretDB on SQLite) the ratio of server CPU is what the two sides cost it.
+ *
  * usage: bench_datasource BASE_URL MONGO_URL DB [N] [B] [LATENCY_SAMPLES] */
 #define _GNU_SOURCE
 #include <curl/curl.h>
@@ -98,6 +102,30 @@ static char *item_json(int i)
     return s;
 }
 
+/* utime + stime of SERVER_PID in seconds, or -1 when unknown. */
+static double server_cpu_s(void)
+{
+    const char *pid = getenv("SERVER_PID");
+    char path[64], buf[1024], *p;
+    unsigned long ut = 0, st = 0;
+    FILE *f;
+    size_t n;
+
+    if (!pid || !*pid)
+        return -1;
+    snprintf(path, sizeof(path), "/proc/%s/stat", pid);
+    if (!(f = fopen(path, "r")))
+        return -1;
+    n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    /* fields after the command name, which is in parentheses */
+    if (!(p = strrchr(buf, ')')) ||
+        sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2)
+        return -1;
+    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
 static int cmp(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
@@ -109,7 +137,7 @@ int main(int argc, char **argv)
     const char *base, *murl, *db;
     int n, bsz, samples;
     char url[256], coll[64];
-    double t0, ours_s, peer_s, posted_s;
+    double t0, ours_s, peer_s, posted_s, cpu0, ours_cpu, peer_cpu;
     mongoc_client_t *mc;
     bson_error_t e;
 
@@ -130,6 +158,7 @@ int main(int argc, char **argv)
     /* ---- ours: POST /items -> visible ---- */
     snprintf(coll, sizeof(coll), "bench%ld", (long)getpid());
     snprintf(url, sizeof(url), "%s/items", base);
+    cpu0 = server_cpu_s();
     t0 = now_ms();
     for (int b = 0; b * bsz < n; b++) {
         size_t cap = 256 + (size_t)bsz * 200, len = 0;
@@ -173,11 +202,13 @@ int main(int argc, char **argv)
         }
     }
     ours_s = (now_ms() - t0) / 1e3;
+    ours_cpu = server_cpu_s() - cpu0;
 
     /* ---- peer: raw mongoc bulk insert of the same documents ---- */
     {
         mongoc_collection_t *col = mongoc_client_get_collection(mc, db, "peer_raw");
         mongoc_collection_drop(col, NULL);
+        cpu0 = server_cpu_s();
         t0 = now_ms();
         for (int b = 0; b * bsz < n; b++) {
             mongoc_bulk_operation_t *bulk =
@@ -194,6 +225,7 @@ int main(int argc, char **argv)
             mongoc_bulk_operation_destroy(bulk);
         }
         peer_s = (now_ms() - t0) / 1e3;
+        peer_cpu = server_cpu_s() - cpu0;
         mongoc_collection_destroy(col);
     }
 
@@ -232,6 +264,9 @@ int main(int argc, char **argv)
     printf("  %-44s %10.0f items/s  (%.2f s)\n", "peer: raw mongoc bulk insert, same server",
            n / peer_s, peer_s);
     printf("  ratio ours/peer: %.2f (goal >= 0.7)\n", peer_s / ours_s);
+    if (cpu0 >= 0)
+        printf("  server CPU: ours %.2f s, peer %.2f s (ratio peer/ours %.2f)\n", ours_cpu,
+               peer_cpu, peer_cpu / ours_cpu);
     if (got > 0)
         printf("write -> reduced (POST sent -> long-poll returned), %d samples: p50 %.1f ms, "
                "p95 %.1f ms, p99 %.1f ms (goal p95 <= 50 ms)\n",

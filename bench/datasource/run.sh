@@ -37,6 +37,9 @@ inner() {
         "$BUILD/bin/scrapr-datasource" >"$work/ds.log" 2>&1 &
     pid=$!
     for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/health" >/dev/null && break; sleep 0.1; done
+    # the server's PID when it listens on this machine (its CPU per phase)
+    SERVER_PID=$(ss -ltnpH "sport = :${MONGO_URL##*:}" 2>/dev/null | grep -o 'pid=[0-9]*' | head -1 | cut -d= -f2)
+    export SERVER_PID
     echo "command: bench/datasource/run.sh $N $B $S   (server: $(cat "$ROOT/tools/ferretdb.version" 2>/dev/null || echo mongodb) at $MONGO_URL, build: $BUILD)"
     "$work/bench" "http://127.0.0.1:$port" "$MONGO_URL" "$db" "$N" "$B" "$S" || true
     kill "$pid" 2>/dev/null || true

@@ -8,6 +8,7 @@
  *   reduce.c    one batch -> monotonic upserts into items_<name> + collections_meta
  *   feed.c      in-process change feed (revision per collection + condition variable)
  *   handoff.c   ingest -> tailer queue of just-stored capped documents (poll mode)
+ *   claimed.c   the tailing process's set of claimed batch_ids (replay check without a find)
  *   api.c       HTTP handlers
  *
  * See docs/datasource.md for the storage layout and the exactly-once argument. */
@@ -58,6 +59,7 @@ struct ds_config {
     long cache_bytes;       /* DS_REDUCE_CACHE_BYTES: reducer's item cache (0 = off) */
     long round_wait_ms;     /* DS_ROUND_WAIT_MS: gather batches under sustained ingest */
     long batch_retention_s; /* DS_BATCH_RETENTION_S: replay detection window for `batches` */
+    long claims_cache_max;  /* DS_CLAIMS_CACHE_MAX: claimed batch_ids kept in memory (0 = off) */
 };
 
 /* Limits validation needs (a subset of the config, so unit tests need no Mongo). */
@@ -149,6 +151,27 @@ void ds_handoff_drop_ids(struct ds_handoff *h, json_t *ids);
  * hand-off lacks a batch, read the capped collection until caught up. */
 int ds_handoff_dropped(struct ds_handoff *h);
 
+/* --- claimed.c --- */
+
+/* batch_ids claimed in `batches`, complete only in the process that tails
+ * (see claimed.c). Thread-safe. */
+struct ds_claimed;
+struct ds_claimed *ds_claimed_new(size_t max);
+void ds_claimed_free(struct ds_claimed *c);
+/* Reads every claim (the tailer, on taking the lock); the set is complete
+ * after a 0 return unless there were more than max claims. 0 / -1. */
+int ds_claimed_load(struct ds_claimed *c, mongoc_client_t *client, const char *db,
+                    struct sh_err *err);
+/* Forgets everything: incomplete until the next load (the tailer stopped tailing). */
+void ds_claimed_reset(struct ds_claimed *c);
+/* Records a claim the tailer is about to write (before it writes it). */
+void ds_claimed_add(struct ds_claimed *c, const char *batch_id, int64_t at);
+/* Forgets claims with at < before_ms (pruned from `batches` too). */
+void ds_claimed_prune(struct ds_claimed *c, int64_t before_ms);
+/* 1 claimed, 0 not claimed, -1 the set cannot tell (ask `batches`). */
+int ds_claimed_has(struct ds_claimed *c, const char *batch_id);
+int ds_claimed_complete(struct ds_claimed *c);
+
 /* --- runtime context --- */
 
 struct ds_reducer; /* reduce.c: the tailer's item cache and per-collection facts */
@@ -172,6 +195,7 @@ struct ds_ctx {
     char *db;
     struct ds_feed *feed;
     struct ds_handoff *handoff; /* ingest -> local tailer (poll mode) */
+    struct ds_claimed *claimed; /* claimed batch_ids while this process tails */
     struct ds_metrics m;
     struct sh_consul *consul;    /* may be NULL */
     pthread_mutex_t ingest_lock; /* serialises sequence + capped insert (see ingest.c) */

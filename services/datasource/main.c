@@ -43,6 +43,8 @@ static const struct sh_envconf table[] = {
      "under sustained ingest, wait this long for more batches before the next round"},
     {"DS_BATCH_RETENTION_S", SH_ENV_INT, &cfg.batch_retention_s, "86400", 1, 1e9,
      "how long reduced batch_ids are remembered for replay detection"},
+    {"DS_CLAIMS_CACHE_MAX", SH_ENV_INT, &cfg.claims_cache_max, "200000", 0, 1e8,
+     "reduced batch_ids the tailing process keeps in memory to answer replays (0 = ask MongoDB)"},
     {"DS_META_POLL_MS", SH_ENV_INT, &cfg.meta_poll_ms, "100", 5, 10000,
      "long-poll re-read of collections_meta (changes reduced by other replicas)"},
     {NULL, 0, NULL, NULL, 0, 0, NULL},
@@ -66,6 +68,7 @@ int main(int argc, char **argv)
     ctx.cfg = &cfg;
     ctx.feed = ds_feed_new();
     ctx.handoff = ds_handoff_new(HANDOFF_DOCS, HANDOFF_BYTES);
+    ctx.claimed = ds_claimed_new((size_t)cfg.claims_cache_max);
     (void)pthread_mutex_init(&ctx.ingest_lock, NULL);
     (void)pthread_mutex_init(&ctx.write_lock, NULL);
     ctx.pool = sh_mongo_pool_new(cfg.mongo_url, &ctx.db, &err);
@@ -110,6 +113,7 @@ int main(int argc, char **argv)
     free(ctx.db);
     ds_feed_free(ctx.feed);
     ds_handoff_free(ctx.handoff);
+    ds_claimed_free(ctx.claimed);
     (void)pthread_mutex_destroy(&ctx.ingest_lock);
     (void)pthread_mutex_destroy(&ctx.write_lock);
     sh_envconf_done(table);

@@ -68,6 +68,13 @@
 /* Poll mode with the hand-off feeding rounds: read the capped collection at
  * least this often anyway (batches of other replicas, see poll_round). */
 #define DB_POLL_MS 250
+/* Poll mode: reduced batches are deleted from the capped collection just
+ * before it is read next (every DB_POLL_MS, or at once after a full read),
+ * or once this many wait, rather than after every round: each delete is a
+ * scan of the collection on FerretDB, and the hand-off's rounds do not need
+ * the collection trimmed. So it holds reduced batches for up to DB_POLL_MS
+ * (a crash then re-reduces them: harmless). */
+#define DELETE_DEFER_MAX 256
 
 struct tailer {
     struct ds_ctx *ctx;
@@ -93,7 +100,11 @@ struct tailer {
     int64_t db_due;    /* poll mode: next read of the capped collection (0: at once) */
     int db_behind;     /* poll mode: the last read was full, more may wait there */
     int handoff_on;    /* the hand-off is enabled (this process tails in poll mode) */
+    int acquired;      /* hold_lock took the lock afresh: start over (another may have tailed) */
+    json_t *reduced;   /* poll mode: _ids reduced but not yet deleted from the capped collection */
 };
+
+static int hold_lock(struct tailer *t);
 
 /* Forgets reduced batch_ids older than DS_BATCH_RETENTION_S: `batches` would
  * otherwise grow by one document per batch forever. A filter on `at` makes
@@ -108,6 +119,7 @@ static void prune_batches(struct tailer *t)
     bson_t reply;
     bson_error_t berr;
     bson_iter_t it;
+    struct sh_err err;
 
     if (every < 1000)
         every = 1000;
@@ -118,11 +130,19 @@ static void prune_batches(struct tailer *t)
     t->pruned_at = now;
     col = mongoc_client_get_collection(t->c, t->ctx->db, DS_BATCHES);
     filter = BCON_NEW("at", "{", "$lt", BCON_DATE_TIME(now - (int64_t)keep_s * 1000), "}");
-    if (!mongoc_collection_delete_many(col, filter, NULL, &reply, &berr))
+    /* the set first: a replay is never called a duplicate once its claim is gone */
+    ds_claimed_prune(t->ctx->claimed, now - (int64_t)keep_s * 1000);
+    if (!mongoc_collection_delete_many(col, filter, NULL, &reply, &berr)) {
         sh_log_warn("batches_prune_failed error=\"%s\"", berr.message);
-    else if (bson_iter_init_find(&it, &reply, "deletedCount") && bson_iter_as_int64(&it) > 0)
-        sh_log_info("batches_pruned count=%" PRId64 " retention_s=%ld", bson_iter_as_int64(&it),
-                    keep_s);
+    } else {
+        if (bson_iter_init_find(&it, &reply, "deletedCount") && bson_iter_as_int64(&it) > 0)
+            sh_log_info("batches_pruned count=%" PRId64 " retention_s=%ld", bson_iter_as_int64(&it),
+                        keep_s);
+        /* a set that overflowed (or failed to load) may fit now */
+        if (!ds_claimed_complete(t->ctx->claimed) && hold_lock(t) &&
+            ds_claimed_load(t->ctx->claimed, t->c, t->ctx->db, &err) < 0)
+            sh_log_warn("claims_cache_load_failed error=\"%s\"", err.msg);
+    }
     bson_destroy(&reply);
     bson_destroy(filter);
     mongoc_collection_destroy(col);
@@ -227,6 +247,7 @@ static int hold_lock(struct tailer *t)
     r = sh_consul_lock_acquire(ctx->consul, t->lock_key, t->session, "datasource", &err);
     if (r == 1) {
         sh_log_info("tailer_lock_acquired key=%s", t->lock_key);
+        t->acquired = 1;
         t->busy_logged = 0;
         t->renew_at = now + 5000;
         return 1;
@@ -446,6 +467,36 @@ static long read_capped(struct tailer *t, mongoc_collection_t *col, bson_t **doc
     return rc;
 }
 
+/* Poll mode: deletes the batches reduced so far (t->reduced) from the capped
+ * collection. 0 / -1 (they stay listed; re-reading them is harmless). */
+static int delete_reduced(struct tailer *t, mongoc_collection_t *col)
+{
+    struct ds_ctx *ctx = t->ctx;
+    struct sh_err err;
+    size_t n = json_array_size(t->reduced);
+    int64_t now = ds_now_ms();
+    int rc;
+
+    if (n == 0)
+        return 0;
+    if (t->capped_indexed < 0 || (t->capped_indexed == 0 && now - t->capped_checked > 30000)) {
+        int ix = ds_store_id_indexed(t->c, ctx, DS_CAPPED, &err);
+        if (ix >= 0)
+            t->capped_indexed = ix;
+        t->capped_checked = now;
+    }
+    ds_write_begin(ctx);
+    rc = ds_store_delete_ids(col, t->reduced,
+                             t->capped_indexed > 0 && n > 1 && t->full_streak > SCAN_ROUNDS, &err);
+    ds_write_end(ctx);
+    if (rc < 0) {
+        sh_log_warn("tailer_trim_failed error=\"%s\"", err.msg);
+        return -1;
+    }
+    json_array_clear(t->reduced);
+    return 0;
+}
+
 /* Poll mode, one round: the oldest t->round documents of the capped
  * collection (or of the hand-off), reduced, position saved, then deleted.
  * 2 = did a full round (more may wait), 1 = did a round, 0 = nothing to do,
@@ -458,10 +509,9 @@ static int poll_round(struct tailer *t)
     bson_t **docs = sh_xcalloc(limit, sizeof(*docs));
     json_t **maps = sh_xcalloc(limit, sizeof(*maps)); /* hand-off only */
     json_t *ids = json_array();
-    struct sh_err err;
     size_t n = 0, i;
     int64_t now = ds_now_ms();
-    int rc = 1, lazy, deleted, from_db = 1;
+    int rc = 1, lazy, from_db = 1;
 
     /* While the hand-off is on, this process's own batches come through it;
      * the capped collection is read every DB_POLL_MS (other replicas'
@@ -477,7 +527,13 @@ static int poll_round(struct tailer *t)
         from_db = 0;
     }
     if (from_db) {
-        long got = read_capped(t, col, docs, limit, ids);
+        long got;
+        /* what was reduced must be gone before the collection is read */
+        if (delete_reduced(t, col) < 0) {
+            rc = -1;
+            goto out;
+        }
+        got = read_capped(t, col, docs, limit, ids);
         if (got < 0) {
             rc = -1;
             goto out;
@@ -512,25 +568,14 @@ static int poll_round(struct tailer *t)
     }
     if (t->round < ctx->cfg->round_batches)
         t->round = t->round * 2 < ctx->cfg->round_batches ? t->round * 2 : ctx->cfg->round_batches;
-    /* Delete what this round covered: the capped collection then holds only
-     * unreduced batches (see SCAN_ROUNDS for how). */
-    now = ds_now_ms();
-    if (t->capped_indexed < 0 || (t->capped_indexed == 0 && now - t->capped_checked > 30000)) {
-        int ix = ds_store_id_indexed(t->c, ctx, DS_CAPPED, &err);
-        if (ix >= 0)
-            t->capped_indexed = ix;
-        t->capped_checked = now;
-    }
+    /* What this round covered is deleted later (DELETE_DEFER_MAX): the
+     * capped collection then holds only unreduced batches when it is read
+     * (see SCAN_ROUNDS for how). */
     t->full_streak = n == limit ? t->full_streak + 1 : 0;
     t->last_n = n;
-    ds_write_begin(ctx);
-    deleted = ds_store_delete_ids(
-        col, ids, t->capped_indexed > 0 && n > 1 && t->full_streak > SCAN_ROUNDS, &err);
-    ds_write_end(ctx);
-    if (deleted < 0) {
-        sh_log_warn("tailer_trim_failed error=\"%s\"", err.msg);
+    (void)json_array_extend(t->reduced, ids);
+    if (json_array_size(t->reduced) >= DELETE_DEFER_MAX && delete_reduced(t, col) < 0)
         rc = -1; /* the next round re-reads these batches: harmless, but pause first */
-    }
     if (rc == 1 && n == limit)
         rc = 2;
 out:
@@ -593,13 +638,25 @@ static void *tailer_main(void *arg)
     t.round = t.ctx->cfg->round_batches;
     t.poll = t.ctx->poll;
     t.lock_key = sh_xasprintf("%s/%s", DS_LOCK_KEY, t.ctx->db);
+    t.reduced = json_array();
     sh_log_info("tailer_mode mode=%s ferretdb=%d round_batches=%ld cache_bytes=%ld",
                 t.poll ? "poll" : "cursor", t.ctx->ferretdb, t.ctx->cfg->round_batches,
                 t.ctx->cfg->cache_bytes);
     while (!t.ctx->stop) {
         int held = hold_lock(&t);
+        if (t.acquired) {
+            /* taken afresh (also after a lost session): another replica may
+             * have tailed meanwhile, so start over as below */
+            t.acquired = 0;
+            started = 0;
+        }
         __atomic_store_n(&t.ctx->tailing, held && started, __ATOMIC_RELAXED);
         set_handoff(&t, held && started && t.poll);
+        if (!held || !started) {
+            /* another replica may claim: the set must not answer from here on */
+            ds_claimed_reset(t.ctx->claimed);
+            json_array_clear(t.reduced); /* whoever tails re-reads them harmlessly */
+        }
         if (!held) {
             ds_feed_wait_ingest(t.ctx->feed, &t.ingest_seen, 1000);
             started = 0; /* re-read the position the other replica left */
@@ -617,6 +674,10 @@ static void *tailer_main(void *arg)
                 ds_feed_wait_ingest(t.ctx->feed, &t.ingest_seen, 1000);
                 continue;
             }
+            /* every claim, so replays are answered without a find (a failure
+             * only leaves ingest asking `batches`) */
+            if (ds_claimed_load(t.ctx->claimed, t.c, t.ctx->db, &err) < 0)
+                sh_log_warn("claims_cache_load_failed error=\"%s\"", err.msg);
             __atomic_store_n(&t.ctx->pos_bytes, t.bytes, __ATOMIC_RELAXED);
             __atomic_store_n(&t.ctx->pos_at_ms, ds_now_ms(), __ATOMIC_RELEASE);
             sh_log_info("tailer_start position=%" PRId64 " replay_window=%ld", t.seq,
@@ -651,9 +712,16 @@ static void *tailer_main(void *arg)
     }
     __atomic_store_n(&t.ctx->tailing, 0, __ATOMIC_RELAXED);
     set_handoff(&t, 0);
-    if (t.session || !t.ctx->consul || !t.ctx->cfg->tailer_lock)
-        (void)flush_state(&t); /* still the tailer: leave the position current */
+    ds_claimed_reset(t.ctx->claimed);
+    if (t.session || !t.ctx->consul || !t.ctx->cfg->tailer_lock) {
+        /* still the tailer: leave the position current and the collection trimmed */
+        mongoc_collection_t *col = mongoc_client_get_collection(t.c, t.ctx->db, DS_CAPPED);
+        (void)flush_state(&t);
+        (void)delete_reduced(&t, col);
+        mongoc_collection_destroy(col);
+    }
     release_lock(&t);
+    json_decref(t.reduced);
     ds_reducer_free(t.red);
     free(t.lock_key);
     mongoc_client_pool_push(t.ctx->pool, t.c);

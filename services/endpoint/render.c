@@ -12,9 +12,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <zlib.h>
 
 #include "shared/buf.h"
+#include "shared/deflate.h"
 #include "shared/xalloc.h"
 
 /* ---- rendering ---------------------------------------------------------------------- */
@@ -200,29 +200,7 @@ char *ep_render_one(const struct ep_query *q, const struct ep_item *it, size_t *
 
 char *ep_gzip(const char *data, size_t len, int level, size_t *ret_len)
 {
-    z_stream zs;
-    uLong bound;
-    char *out;
-    int rc;
-
-    memset(&zs, 0, sizeof(zs));
-    /* windowBits 15 + 16 = gzip wrapper (RFC 1952) */
-    if (deflateInit2(&zs, level, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK)
-        return NULL;
-    bound = deflateBound(&zs, (uLong)len) + 32;
-    out = sh_xmalloc(bound);
-    zs.next_in = (Bytef *)(uintptr_t)data;
-    zs.avail_in = (uInt)len;
-    zs.next_out = (Bytef *)out;
-    zs.avail_out = (uInt)bound;
-    rc = deflate(&zs, Z_FINISH);
-    *ret_len = zs.total_out;
-    (void)deflateEnd(&zs);
-    if (rc != Z_STREAM_END) {
-        free(out);
-        return NULL;
-    }
-    return out;
+    return sh_deflate(data, len, level, SH_DEFLATE_GZIP, 0, ret_len);
 }
 
 /* q-value of a coding in an Accept-Encoding list: -1 absent, else 0..1000. */

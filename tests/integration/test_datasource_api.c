@@ -663,6 +663,143 @@ static void test_batch_ids_are_forgotten_after_the_retention_window(void)
     free(db);
 }
 
+/* Replays of reduced batches are answered from the claims the tailing
+ * process keeps in memory (claimed.c). The set must hold the claims of the
+ * replica that tailed before (loaded when the lock is taken), and a process
+ * whose set overflowed must fall back to asking `batches`: either way a
+ * replay is acknowledged as a duplicate and changes nothing. */
+static void replay_is_a_duplicate(const struct ds_proc *p, const char *coll, const char *id)
+{
+    char body[200], *resp = NULL;
+
+    (void)snprintf(body, sizeof(body),
+                   "{\"collection\":\"%s\",\"batch_id\":\"%s\",\"key\":[\"k\"],"
+                   "\"data\":[{\"k\":\"%s\",\"v\":999}]}",
+                   coll, id, id);
+    ASSERT_EQ(ds_post(p, body, &resp), 202);
+    ASSERT_STR_CONTAINS(resp, "\"duplicate\":true");
+    free(resp);
+}
+
+/* Waits until coll holds n items (revisions are seqs, which may skip). */
+static void wait_count(const struct ds_proc *p, const char *coll, int n)
+{
+    char path[80];
+    int64_t deadline = th_now_ms() + 15000;
+
+    (void)snprintf(path, sizeof(path), "/collections/%s?limit=1", coll);
+    for (;;) {
+        char *body = NULL;
+        json_t *j = NULL;
+        if (ds_get(p, path, NULL, &body, NULL) == 200)
+            j = json_loads(body, 0, NULL);
+        free(body);
+        if (j && json_integer_value(json_object_get(j, "count")) == n) {
+            json_decref(j);
+            return;
+        }
+        json_decref(j);
+        if (th_now_ms() > deadline)
+            CHECK_FAIL("collection %s never held %d items", coll, n);
+        (void)usleep(20000);
+    }
+}
+
+static void drop_db(const char *db)
+{
+    mongoc_client_t *mc = ds_mongo(db);
+    ds_drop_db(mc, db);
+    mongoc_client_destroy(mc);
+}
+
+/* Waits until the reduced batches left the capped collection, so that only
+ * the claims (not the capped _id) can recognise a replay. */
+static void wait_capped_empty(const char *db)
+{
+    mongoc_client_t *mc = ds_mongo(db);
+    int64_t deadline = th_now_ms() + 10000;
+
+    while (ds_count(mc, db, "capped_datasources", NULL) != 0) {
+        ASSERT_LT(th_now_ms(), deadline);
+        (void)usleep(20000);
+    }
+    mongoc_client_destroy(mc);
+}
+
+static void post_item(const struct ds_proc *p, const char *coll, const char *id)
+{
+    char body[200];
+
+    (void)snprintf(body, sizeof(body),
+                   "{\"collection\":\"%s\",\"batch_id\":\"%s\",\"key\":[\"k\"],"
+                   "\"data\":[{\"k\":\"%s\",\"v\":1}]}",
+                   coll, id, id);
+    ASSERT_EQ(ds_post(p, body, NULL), 202);
+}
+
+/* every item of coll still has v == 1 and there are n of them */
+static void items_untouched(const struct ds_proc *p, const char *coll, int n)
+{
+    char path[80];
+    json_t *page, *it;
+    size_t i;
+
+    (void)usleep(300000); /* a wrongly stored replay would be reduced by now */
+    (void)snprintf(path, sizeof(path), "/collections/%s", coll);
+    page = ds_get_json(p, path, 200);
+    ASSERT_EQ(json_integer_value(json_object_get(page, "count")), n);
+    json_array_foreach(json_object_get(page, "items"), i, it)
+        ASSERT_EQ(json_integer_value(json_object_get(json_object_get(it, "data"), "v")), 1);
+    json_decref(page);
+}
+
+static void test_a_new_tailer_answers_replays_of_the_last_ones_batches(void)
+{
+    struct ds_proc a = {0}, b = {0};
+    char *db = th_unique("t_ds_claims");
+
+    ds_start(&a, db, NULL);
+    post_item(&a, "cl", "first");
+    post_item(&a, "cl", "second");
+    wait_count(&a, "cl", 2);
+    ds_stop(&a, SIGTERM); /* releases the tailer lock */
+    ds_start(&b, db, NULL);
+    post_item(&b, "cl", "third");
+    wait_count(&b, "cl", 3); /* reduced: b tails, its set is loaded */
+    wait_capped_empty(db);
+    replay_is_a_duplicate(&b, "cl", "first");
+    replay_is_a_duplicate(&b, "cl", "second");
+    replay_is_a_duplicate(&b, "cl", "third");
+    items_untouched(&b, "cl", 3);
+    ds_stop(&b, SIGTERM);
+    drop_db(db);
+    free(a.db);
+    free(b.db);
+    free(db);
+}
+
+static void test_replays_are_caught_past_the_claims_cache_limit(void)
+{
+    struct ds_proc p = {0};
+    char *db = th_unique("t_ds_claimsmax");
+    const char *env[] = {"DS_CLAIMS_CACHE_MAX=2", NULL};
+    const char *ids[] = {"b1", "b2", "b3", "b4"};
+
+    ds_start(&p, db, env);
+    for (size_t i = 0; i < 4; i++) {
+        post_item(&p, "cm", ids[i]);
+        wait_count(&p, "cm", (int)i + 1);
+    }
+    wait_capped_empty(db);
+    for (size_t i = 0; i < 4; i++)
+        replay_is_a_duplicate(&p, "cm", ids[i]);
+    items_untouched(&p, "cm", 4);
+    ds_stop(&p, SIGTERM);
+    drop_db(db);
+    free(p.db);
+    free(db);
+}
+
 /* Two replicas on one database: the tailing one reduces its own batches from
  * the in-process hand-off and must still pick up the batches the other
  * replica (DS_TAILER=0) stores, from the capped collection, while its own
@@ -811,5 +948,7 @@ int main(void)
     RUN(test_batch_ids_are_forgotten_after_the_retention_window);
     RUN(test_other_replicas_batches_are_reduced_beside_the_handoff);
     RUN(test_no_item_appears_behind_the_revision);
+    RUN(test_a_new_tailer_answers_replays_of_the_last_ones_batches);
+    RUN(test_replays_are_caught_past_the_claims_cache_limit);
     return 0;
 }
