@@ -156,13 +156,14 @@ int ds_handoff_dropped(struct ds_handoff *h);
 /* batch_ids claimed in `batches`, complete only in the process that tails
  * (see claimed.c). Thread-safe. */
 struct ds_claimed;
-struct ds_claimed *ds_claimed_new(size_t max);
+/* db: the ctx's database name (outlives the set). */
+struct ds_claimed *ds_claimed_new(size_t max, mongoc_client_pool_t *pool, const char *db);
 void ds_claimed_free(struct ds_claimed *c);
-/* Reads every claim (the tailer, on taking the lock); the set is complete
- * after a 0 return unless there were more than max claims. 0 / -1. */
-int ds_claimed_load(struct ds_claimed *c, mongoc_client_t *client, const char *db,
-                    struct sh_err *err);
-/* Forgets everything: incomplete until the next load (the tailer stopped tailing). */
+/* Starts reading every claim in the background (the tailer, on taking the
+ * lock); complete when done unless there are more than max claims. */
+void ds_claimed_load(struct ds_claimed *c);
+/* Forgets everything and stops a load: incomplete until the next load (the
+ * tailer stopped tailing). */
 void ds_claimed_reset(struct ds_claimed *c);
 /* Records a claim the tailer is about to write (before it writes it). */
 void ds_claimed_add(struct ds_claimed *c, const char *batch_id, int64_t at);
@@ -170,7 +171,8 @@ void ds_claimed_add(struct ds_claimed *c, const char *batch_id, int64_t at);
 void ds_claimed_prune(struct ds_claimed *c, int64_t before_ms);
 /* 1 claimed, 0 not claimed, -1 the set cannot tell (ask `batches`). */
 int ds_claimed_has(struct ds_claimed *c, const char *batch_id);
-int ds_claimed_complete(struct ds_claimed *c);
+/* 1 when the set is on but neither complete nor loading (a load may help). */
+int ds_claimed_wanted(struct ds_claimed *c);
 
 /* --- runtime context --- */
 

@@ -68,12 +68,12 @@ int main(int argc, char **argv)
     ctx.cfg = &cfg;
     ctx.feed = ds_feed_new();
     ctx.handoff = ds_handoff_new(HANDOFF_DOCS, HANDOFF_BYTES);
-    ctx.claimed = ds_claimed_new((size_t)cfg.claims_cache_max);
     (void)pthread_mutex_init(&ctx.ingest_lock, NULL);
     (void)pthread_mutex_init(&ctx.write_lock, NULL);
     ctx.pool = sh_mongo_pool_new(cfg.mongo_url, &ctx.db, &err);
     if (!ctx.pool)
         sh_fatal("mongo_pool_failed error=\"%s\"", err.msg);
+    ctx.claimed = ds_claimed_new((size_t)cfg.claims_cache_max, ctx.pool, ctx.db);
 
     /* Wait for MongoDB rather than crash-loop: the set-up is idempotent. */
     while (ds_store_setup(&ctx, &err) < 0) {
@@ -109,11 +109,11 @@ int main(int argc, char **argv)
     ctx.stop = 1;
     ds_feed_kick(ctx.feed);
     sh_service_stop(svc);
+    ds_claimed_free(ctx.claimed); /* joins its loader, which uses the pool */
     mongoc_client_pool_destroy(ctx.pool);
     free(ctx.db);
     ds_feed_free(ctx.feed);
     ds_handoff_free(ctx.handoff);
-    ds_claimed_free(ctx.claimed);
     (void)pthread_mutex_destroy(&ctx.ingest_lock);
     (void)pthread_mutex_destroy(&ctx.write_lock);
     sh_envconf_done(table);

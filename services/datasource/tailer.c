@@ -119,7 +119,6 @@ static void prune_batches(struct tailer *t)
     bson_t reply;
     bson_error_t berr;
     bson_iter_t it;
-    struct sh_err err;
 
     if (every < 1000)
         every = 1000;
@@ -139,9 +138,8 @@ static void prune_batches(struct tailer *t)
             sh_log_info("batches_pruned count=%" PRId64 " retention_s=%ld", bson_iter_as_int64(&it),
                         keep_s);
         /* a set that overflowed (or failed to load) may fit now */
-        if (!ds_claimed_complete(t->ctx->claimed) && hold_lock(t) &&
-            ds_claimed_load(t->ctx->claimed, t->c, t->ctx->db, &err) < 0)
-            sh_log_warn("claims_cache_load_failed error=\"%s\"", err.msg);
+        if (ds_claimed_wanted(t->ctx->claimed) && hold_lock(t))
+            ds_claimed_load(t->ctx->claimed);
     }
     bson_destroy(&reply);
     bson_destroy(filter);
@@ -674,10 +672,9 @@ static void *tailer_main(void *arg)
                 ds_feed_wait_ingest(t.ctx->feed, &t.ingest_seen, 1000);
                 continue;
             }
-            /* every claim, so replays are answered without a find (a failure
-             * only leaves ingest asking `batches`) */
-            if (ds_claimed_load(t.ctx->claimed, t.c, t.ctx->db, &err) < 0)
-                sh_log_warn("claims_cache_load_failed error=\"%s\"", err.msg);
+            /* every claim, so replays are answered without a find (until it
+             * is loaded, or if it fails, ingest asks `batches`) */
+            ds_claimed_load(t.ctx->claimed);
             __atomic_store_n(&t.ctx->pos_bytes, t.bytes, __ATOMIC_RELAXED);
             __atomic_store_n(&t.ctx->pos_at_ms, ds_now_ms(), __ATOMIC_RELEASE);
             sh_log_info("tailer_start position=%" PRId64 " replay_window=%ld", t.seq,
