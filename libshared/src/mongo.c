@@ -159,3 +159,44 @@ void sh_mongo_err(struct sh_err *err, const bson_error_t *berr, const char *what
     sh_err_set(err, code, "%s: %s (domain %u, code %u)", what ? what : "mongo", berr->message,
                berr->domain, berr->code);
 }
+
+int sh_mongo_is_ferretdb(mongoc_client_t *c, struct sh_err *err)
+{
+    bson_t *cmd = BCON_NEW("buildInfo", BCON_INT32(1)), reply;
+    bson_error_t berr;
+    bson_iter_t it;
+    int rc;
+
+    if (!mongoc_client_command_simple(c, "admin", cmd, NULL, &reply, &berr)) {
+        sh_mongo_err(err, &berr, "buildInfo");
+        rc = -1;
+    } else {
+        rc = bson_iter_init_find(&it, &reply, "ferretdbVersion") ? 1 : 0;
+    }
+    bson_destroy(&reply);
+    bson_destroy(cmd);
+    return rc;
+}
+
+void sh_mongo_write_gate_init(struct sh_mongo_write_gate *g)
+{
+    (void)pthread_mutex_init(&g->mu, NULL);
+    g->on = 0;
+}
+
+void sh_mongo_write_gate_destroy(struct sh_mongo_write_gate *g)
+{
+    (void)pthread_mutex_destroy(&g->mu);
+}
+
+void sh_mongo_write_begin(struct sh_mongo_write_gate *g)
+{
+    if (g->on)
+        (void)pthread_mutex_lock(&g->mu);
+}
+
+void sh_mongo_write_end(struct sh_mongo_write_gate *g)
+{
+    if (g->on)
+        (void)pthread_mutex_unlock(&g->mu);
+}

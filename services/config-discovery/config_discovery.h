@@ -28,6 +28,7 @@
 #include "shared/err.h"
 #include "shared/http_server.h"
 #include "shared/metrics.h"
+#include "shared/mongo.h"
 
 #define CD_COLL_CAPPED "capped_configurations"
 #define CD_COLL_CONFIGS "configurations"
@@ -81,14 +82,15 @@ struct cd_ctx {
     int stop;
     int tailer_running, watcher_running, bumper_running;
     pthread_t tailer, watcher, bumper;
-    uint64_t processed;       /* capped documents the tailer processed since start */
-    uint64_t skipped_gaps;    /* sequence numbers given up on after gap_grace_ms */
-    int64_t next_seq;         /* the tailer's position: next sequence number to process */
-    int ferretdb;             /* the server is FerretDB (buildInfo.ferretdbVersion) */
-    int64_t watch_max;        /* the highest seq the watcher saw */
-    pthread_mutex_t seq_mu;   /* serialises this process's capped inserts */
-    pthread_mutex_t write_mu; /* FerretDB: one write command at a time (cd_insert_one...) */
-    int64_t last_seq;         /* under seq_mu: the last seq this process inserted */
+    uint64_t processed;     /* capped documents the tailer processed since start */
+    uint64_t skipped_gaps;  /* sequence numbers given up on after gap_grace_ms */
+    int64_t next_seq;       /* the tailer's position: next sequence number to process */
+    int ferretdb;           /* the server is FerretDB (buildInfo.ferretdbVersion) */
+    int64_t watch_max;      /* the highest seq the watcher saw */
+    pthread_mutex_t seq_mu; /* serialises this process's capped inserts */
+    struct sh_mongo_write_gate
+        writes;       /* FerretDB: one write command at a time (cd_insert_one...) */
+    int64_t last_seq; /* under seq_mu: the last seq this process inserted */
 };
 
 /* ---- doc.c ---- */

@@ -56,26 +56,14 @@ void cd_conn_open(struct cd_ctx *ctx, struct cd_conn *c, const char *name)
     c->coll = mongoc_client_get_collection(c->client, ctx->db, name);
 }
 
-static void write_begin(struct cd_ctx *ctx)
-{
-    if (ctx->ferretdb)
-        (void)pthread_mutex_lock(&ctx->write_mu);
-}
-
-static void write_end(struct cd_ctx *ctx)
-{
-    if (ctx->ferretdb)
-        (void)pthread_mutex_unlock(&ctx->write_mu);
-}
-
 bool cd_insert_one(struct cd_ctx *ctx, mongoc_collection_t *coll, const bson_t *doc,
                    const bson_t *opts, bson_t *reply, bson_error_t *error)
 {
     bool ok;
 
-    write_begin(ctx);
+    sh_mongo_write_begin(&ctx->writes);
     ok = mongoc_collection_insert_one(coll, doc, opts, reply, error);
-    write_end(ctx);
+    sh_mongo_write_end(&ctx->writes);
     return ok;
 }
 
@@ -84,9 +72,9 @@ bool cd_delete_one(struct cd_ctx *ctx, mongoc_collection_t *coll, const bson_t *
 {
     bool ok;
 
-    write_begin(ctx);
+    sh_mongo_write_begin(&ctx->writes);
     ok = mongoc_collection_delete_one(coll, filter, opts, reply, error);
-    write_end(ctx);
+    sh_mongo_write_end(&ctx->writes);
     return ok;
 }
 
@@ -95,9 +83,9 @@ bool cd_replace_one(struct cd_ctx *ctx, mongoc_collection_t *coll, const bson_t 
 {
     bool ok;
 
-    write_begin(ctx);
+    sh_mongo_write_begin(&ctx->writes);
     ok = mongoc_collection_replace_one(coll, filter, doc, opts, reply, error);
-    write_end(ctx);
+    sh_mongo_write_end(&ctx->writes);
     return ok;
 }
 
@@ -106,9 +94,9 @@ bool cd_update_one(struct cd_ctx *ctx, mongoc_collection_t *coll, const bson_t *
 {
     bool ok;
 
-    write_begin(ctx);
+    sh_mongo_write_begin(&ctx->writes);
     ok = mongoc_collection_update_one(coll, filter, update, opts, reply, error);
-    write_end(ctx);
+    sh_mongo_write_end(&ctx->writes);
     return ok;
 }
 
@@ -169,22 +157,13 @@ int cd_store_init(struct cd_ctx *ctx, struct sh_err *err)
     int rc;
 
     {
-        /* FerretDB announces itself in buildInfo; some fallbacks depend on it. */
         mongoc_client_t *client = mongoc_client_pool_pop(ctx->pool);
-        bson_t *bi = BCON_NEW("buildInfo", BCON_INT32(1)), reply;
-        bson_iter_t it;
-        if (!mongoc_client_command_simple(client, "admin", bi, NULL, &reply, &e)) {
-            sh_mongo_err(err, &e, "buildInfo");
-            rc = -1;
-        } else {
-            ctx->ferretdb = bson_iter_init_find(&it, &reply, "ferretdbVersion");
-            rc = 0;
-        }
-        bson_destroy(&reply);
-        bson_destroy(bi);
+        rc = sh_mongo_is_ferretdb(client, err);
         mongoc_client_pool_push(ctx->pool, client);
-        if (rc != 0)
+        if (rc < 0)
             return -1;
+        ctx->ferretdb = rc;
+        ctx->writes.on = rc;
     }
     cmd = BCON_NEW("create", BCON_UTF8(CD_COLL_CAPPED), "capped", BCON_BOOL(true), "size",
                    BCON_INT64(ctx->cfg->capped_size));

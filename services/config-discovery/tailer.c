@@ -54,7 +54,7 @@ int cd_ctx_init(struct cd_ctx *ctx, const struct cd_config *cfg, struct sh_err *
         return -1;
     (void)pthread_mutex_init(&ctx->mu, NULL);
     (void)pthread_mutex_init(&ctx->seq_mu, NULL);
-    (void)pthread_mutex_init(&ctx->write_mu, NULL);
+    sh_mongo_write_gate_init(&ctx->writes);
     (void)pthread_condattr_init(&attr);
     (void)pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
     (void)pthread_cond_init(&ctx->cv, &attr);
@@ -77,7 +77,7 @@ void cd_ctx_done(struct cd_ctx *ctx)
     (void)pthread_cond_destroy(&ctx->bump_cv);
     (void)pthread_mutex_destroy(&ctx->mu);
     (void)pthread_mutex_destroy(&ctx->seq_mu);
-    (void)pthread_mutex_destroy(&ctx->write_mu);
+    sh_mongo_write_gate_destroy(&ctx->writes);
 }
 
 static void deadline_after(struct timespec *ts, long ms)

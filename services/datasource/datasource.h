@@ -25,6 +25,7 @@
 #include "shared/err.h"
 #include "shared/http_server.h"
 #include "shared/metrics.h"
+#include "shared/mongo.h"
 
 /* Storage names (database from MONGO_URL, default "scrapr"). */
 #define DS_CAPPED "capped_datasources"
@@ -201,7 +202,10 @@ struct ds_ctx {
     struct ds_metrics m;
     struct sh_consul *consul;    /* may be NULL */
     pthread_mutex_t ingest_lock; /* serialises sequence + capped insert (see ingest.c) */
-    pthread_mutex_t write_lock;  /* ds_write_begin/end: one write command at a time */
+    /* every write command is wrapped in sh_mongo_write_begin/end: ingest and
+     * the tailer hand FerretDB's single writer slot over at once; commands
+     * are kept short (inserts of at most 100 documents) so neither waits long */
+    struct sh_mongo_write_gate writes;
     pthread_t tailer_thread;
     int tailer_running;
     volatile int stop;
@@ -246,13 +250,6 @@ int ds_store_id_indexed(mongoc_client_t *c, const struct ds_ctx *ctx, const char
  * {_id: {$in}} delete (one scan on FerretDB) or, when per_id, one statement per
  * _id (index searches). 0 / -1. */
 int ds_store_delete_ids(mongoc_collection_t *col, json_t *ids, int per_id, struct sh_err *err);
-/* Around every write command to the server (FerretDB only): SQLite takes one
- * writer at a time and a blocked writer backs off in sleeps of 1, 2, 5, 10...
- * ms, so ingest and the tailer hand the turn over here instead, waking at
- * once. Commands are kept short (inserts of at most 100 documents, one
- * SQLite transaction) so neither side waits long. */
-void ds_write_begin(struct ds_ctx *ctx);
-void ds_write_end(struct ds_ctx *ctx);
 /* ISO-8601 UTC with milliseconds into buf (>= 32 bytes). */
 void ds_format_time(int64_t ms, char *buf, size_t len);
 /* Parses ISO-8601 UTC ("2026-01-02T03:04:05Z" or with .mmm); 1 ok, 0 not a time. */

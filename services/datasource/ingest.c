@@ -62,9 +62,9 @@ static int reserve(struct ds_ctx *ctx, mongoc_client_t *c, int64_t nseq, int64_t
     (void)mongoc_find_and_modify_opts_set_update(fam, update);
     (void)mongoc_find_and_modify_opts_set_flags(fam, MONGOC_FIND_AND_MODIFY_UPSERT |
                                                          MONGOC_FIND_AND_MODIFY_RETURN_NEW);
-    ds_write_begin(ctx);
+    sh_mongo_write_begin(&ctx->writes);
     int ok = mongoc_collection_find_and_modify_with_opts(col, query, fam, &reply, &berr);
-    ds_write_end(ctx);
+    sh_mongo_write_end(&ctx->writes);
     if (!ok) {
         sh_mongo_err(err, &berr, "counter $inc");
         goto out;
@@ -331,9 +331,9 @@ int ds_ingest(struct ds_ctx *ctx, const struct ds_batch *b, struct ds_ingest_res
     capped = mongoc_client_get_collection(c, ctx->db, DS_CAPPED);
     doc = capped_doc(b, seq, cum);
     ds_store_durable_opts(&opts);
-    ds_write_begin(ctx);
+    sh_mongo_write_begin(&ctx->writes);
     int ok = mongoc_collection_insert_one(capped, doc, &opts, &reply, &berr);
-    ds_write_end(ctx);
+    sh_mongo_write_end(&ctx->writes);
     if (!ok) {
         bson_destroy(&reply);
         if (berr.code == 11000) {

@@ -69,7 +69,7 @@ int main(int argc, char **argv)
     ctx.feed = ds_feed_new();
     ctx.handoff = ds_handoff_new(HANDOFF_DOCS, HANDOFF_BYTES);
     (void)pthread_mutex_init(&ctx.ingest_lock, NULL);
-    (void)pthread_mutex_init(&ctx.write_lock, NULL);
+    sh_mongo_write_gate_init(&ctx.writes);
     ctx.pool = sh_mongo_pool_new(cfg.mongo_url, &ctx.db, &err);
     if (!ctx.pool)
         sh_fatal("mongo_pool_failed error=\"%s\"", err.msg);
@@ -115,7 +115,7 @@ int main(int argc, char **argv)
     ds_feed_free(ctx.feed);
     ds_handoff_free(ctx.handoff);
     (void)pthread_mutex_destroy(&ctx.ingest_lock);
-    (void)pthread_mutex_destroy(&ctx.write_lock);
+    sh_mongo_write_gate_destroy(&ctx.writes);
     sh_envconf_done(table);
     sh_service_config_done(&scfg);
     return 0;

@@ -429,9 +429,9 @@ static int claim_batches(struct ds_ctx *ctx, mongoc_client_t *c, struct batch_vi
         mongoc_bulk_operation_insert(bulk, doc);
         bson_destroy(doc);
     }
-    ds_write_begin(ctx);
+    sh_mongo_write_begin(&ctx->writes);
     int ok = mongoc_bulk_operation_execute(bulk, &reply, &berr);
-    ds_write_end(ctx);
+    sh_mongo_write_end(&ctx->writes);
     if (!ok) {
         dups = dup_indexes(&reply);
         if (!dups) {
@@ -473,7 +473,7 @@ static int insert_chunk(struct ds_ctx *ctx, mongoc_collection_t *col, bson_t *co
 
     for (size_t i = 0; i < n; i++)
         mongoc_bulk_operation_insert(bulk, d[i]);
-    ds_write_begin(ctx);
+    sh_mongo_write_begin(&ctx->writes);
     if (!mongoc_bulk_operation_execute(bulk, &reply, &berr)) {
         json_t *dups = dup_indexes(&reply);
         if (dups) {
@@ -484,7 +484,7 @@ static int insert_chunk(struct ds_ctx *ctx, mongoc_collection_t *col, bson_t *co
             rc = -1;
         }
     }
-    ds_write_end(ctx);
+    sh_mongo_write_end(&ctx->writes);
     bson_destroy(&reply);
     mongoc_bulk_operation_destroy(bulk);
     bson_destroy(bopts);
@@ -699,9 +699,9 @@ static int update_meta(struct ds_reducer *r, mongoc_client_t *c, mongoc_collecti
         BSON_APPEND_INT64(&sub, "count", fresh);
     }
     bson_append_document_end(&u, &sub);
-    ds_write_begin(r->ctx);
+    sh_mongo_write_begin(&r->ctx->writes);
     int ok = mongoc_collection_update_one(meta, q, &u, uopts, NULL, &berr);
-    ds_write_end(r->ctx);
+    sh_mongo_write_end(&r->ctx->writes);
     if (!ok) {
         sh_mongo_err(err, &berr, "collections_meta update");
         cs->counted = 0;

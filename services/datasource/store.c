@@ -11,18 +11,6 @@
 #include "shared/mongo.h"
 #include "shared/xalloc.h"
 
-void ds_write_begin(struct ds_ctx *ctx)
-{
-    if (ctx->ferretdb)
-        (void)pthread_mutex_lock(&ctx->write_lock);
-}
-
-void ds_write_end(struct ds_ctx *ctx)
-{
-    if (ctx->ferretdb)
-        (void)pthread_mutex_unlock(&ctx->write_lock);
-}
-
 int64_t ds_now_ms(void)
 {
     struct timespec ts;
@@ -257,25 +245,6 @@ int ds_store_delete_ids(mongoc_collection_t *col, json_t *ids, int per_id, struc
     return 0;
 }
 
-/* FerretDB announces itself in buildInfo (ferretdbVersion); some fallbacks depend on it. */
-static int detect_ferretdb(mongoc_client_t *c, int *ret, struct sh_err *err)
-{
-    bson_t *cmd = BCON_NEW("buildInfo", BCON_INT32(1)), reply;
-    bson_error_t berr;
-    bson_iter_t it;
-    int rc = 0;
-
-    if (!mongoc_client_command_simple(c, "admin", cmd, NULL, &reply, &berr)) {
-        sh_mongo_err(err, &berr, "buildInfo");
-        rc = -1;
-    } else {
-        *ret = bson_iter_init_find(&it, &reply, "ferretdbVersion") ? 1 : 0;
-    }
-    bson_destroy(&reply);
-    bson_destroy(cmd);
-    return rc;
-}
-
 int ds_store_setup(struct ds_ctx *ctx, struct sh_err *err)
 {
     mongoc_client_t *c = mongoc_client_pool_pop(ctx->pool);
@@ -284,10 +253,13 @@ int ds_store_setup(struct ds_ctx *ctx, struct sh_err *err)
     bson_error_t berr;
     int rc = 0;
 
-    if (detect_ferretdb(c, &ctx->ferretdb, err) < 0) {
+    ctx->ferretdb = sh_mongo_is_ferretdb(c, err);
+    if (ctx->ferretdb < 0) {
+        ctx->ferretdb = 0;
         rc = -1;
         goto out;
     }
+    ctx->writes.on = ctx->ferretdb;
     ctx->poll = strcmp(ctx->cfg->tail_mode, "poll") == 0 ||
                 (strcmp(ctx->cfg->tail_mode, "auto") == 0 && ctx->ferretdb);
     if (create_capped(dbh, ctx->cfg->capped_bytes, err) < 0) {

@@ -158,9 +158,9 @@ static int save_state(struct tailer *t, struct sh_err *err)
 
     BSON_APPEND_BOOL(&opts, "upsert", true);
     ds_store_durable_opts(&opts);
-    ds_write_begin(t->ctx);
+    sh_mongo_write_begin(&t->ctx->writes);
     int ok = mongoc_collection_update_one(col, q, u, &opts, NULL, &berr);
-    ds_write_end(t->ctx);
+    sh_mongo_write_end(&t->ctx->writes);
     if (!ok) {
         sh_mongo_err(err, &berr, "tailer_state update");
         rc = -1;
@@ -483,10 +483,10 @@ static int delete_reduced(struct tailer *t, mongoc_collection_t *col)
             t->capped_indexed = ix;
         t->capped_checked = now;
     }
-    ds_write_begin(ctx);
+    sh_mongo_write_begin(&ctx->writes);
     rc = ds_store_delete_ids(col, t->reduced,
                              t->capped_indexed > 0 && n > 1 && t->full_streak > SCAN_ROUNDS, &err);
-    ds_write_end(ctx);
+    sh_mongo_write_end(&ctx->writes);
     if (rc < 0) {
         sh_log_warn("tailer_trim_failed error=\"%s\"", err.msg);
         return -1;
