@@ -88,9 +88,9 @@ struct cd_ctx {
     int ferretdb;           /* the server is FerretDB (buildInfo.ferretdbVersion) */
     int64_t watch_max;      /* the highest seq the watcher saw */
     pthread_mutex_t seq_mu; /* serialises this process's capped inserts */
-    struct sh_mongo_write_gate
-        writes;       /* FerretDB: one write command at a time (cd_insert_one...) */
-    int64_t last_seq; /* under seq_mu: the last seq this process inserted */
+    int64_t last_seq;       /* under seq_mu: the last seq this process inserted */
+    /* FerretDB: one write command at a time (cd_insert_one...) */
+    struct sh_mongo_write_gate writes;
 };
 
 /* ---- doc.c ---- */

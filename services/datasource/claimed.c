@@ -25,13 +25,12 @@
 struct ds_claimed {
     pthread_mutex_t mu;
     json_t *ids;     /* batch_id -> at (ms); NULL while not complete */
-    json_t *pending; /* while loading: claims added since the load began */
+    json_t *pending; /* non-NULL while a load runs: claims added since it began */
     size_t max;      /* most entries (0 = the set is off) */
     mongoc_client_pool_t *pool;
     const char *db;
     pthread_t loader;
     int loader_joinable; /* a loader thread was started and not joined */
-    int loading;         /* the loader has not finished */
     int abort;           /* the loader should give up */
 };
 
@@ -148,7 +147,6 @@ static void *loader_main(void *arg)
     }
     json_decref(c->pending);
     c->pending = NULL;
-    c->loading = 0;
     (void)pthread_mutex_unlock(&c->mu);
     json_decref(drop);
     return NULL;
@@ -163,15 +161,11 @@ void ds_claimed_load(struct ds_claimed *c)
         return;
     (void)pthread_mutex_lock(&c->mu);
     c->pending = json_object();
-    c->loading = 1;
     (void)pthread_mutex_unlock(&c->mu);
     e = pthread_create(&c->loader, NULL, loader_main, c);
     if (e != 0) {
         sh_log_warn("claims_cache_load_failed error=\"thread: %s\"", strerror(e));
         ds_claimed_reset(c);
-        (void)pthread_mutex_lock(&c->mu);
-        c->loading = 0;
-        (void)pthread_mutex_unlock(&c->mu);
         return;
     }
     c->loader_joinable = 1;
@@ -231,7 +225,7 @@ int ds_claimed_wanted(struct ds_claimed *c)
     int rc;
 
     (void)pthread_mutex_lock(&c->mu);
-    rc = c->max > 0 && !c->ids && !c->loading;
+    rc = c->max > 0 && !c->ids && !c->pending;
     (void)pthread_mutex_unlock(&c->mu);
     return rc;
 }

@@ -421,8 +421,6 @@ static int claim_batches(struct ds_ctx *ctx, mongoc_client_t *c, struct batch_vi
         /* known before it is written: a replay arriving meanwhile is still
          * caught (the batch is in the capped collection until reduced) */
         ds_claimed_add(ctx->claimed, v[i].batch_id, v[i].at);
-    }
-    for (i = 0; i < nv; i++) {
         bson_t *doc = BCON_NEW("_id", BCON_UTF8(v[i].batch_id), "seq", BCON_INT64(v[i].seq),
                                "collection", BCON_UTF8(v[i].collection), "n", BCON_INT64(v[i].n),
                                "at", BCON_DATE_TIME(v[i].at));

@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "shared/deflate.h"
 #include "shared/xalloc.h"
 
 #define CT_JSON "application/json"
@@ -162,7 +163,7 @@ static void h_items(struct sh_http_req *req, struct sh_http_resp *resp, void *ar
         free(sel);
         if (gz && len >= (size_t)ctx->cfg->gzip_min) {
             size_t zlen;
-            char *z = ep_gzip(body, len, GZIP_LEVEL_DYNAMIC, &zlen);
+            char *z = sh_deflate(body, len, GZIP_LEVEL_DYNAMIC, SH_DEFLATE_GZIP, 0, &zlen);
             if (z) {
                 free(body);
                 body = z;

@@ -171,9 +171,6 @@ const json_t *ep_path_get(const json_t *v, const char *path);
 /* Scalar's string form for comparisons: a new string, or NULL for objects/arrays. */
 char *ep_scalar_string(const json_t *v);
 
-/* gzip (RFC 1952) of data; returns a malloc'd buffer with *ret_len, or NULL on
- * a zlib failure. level 1..9. */
-char *ep_gzip(const char *data, size_t len, int level, size_t *ret_len);
 /* Non-zero when an Accept-Encoding header value accepts gzip (q > 0). */
 int ep_accepts_gzip(const char *accept_encoding);
 /* Non-zero when an If-None-Match header value matches etag ("*", lists, W/). */

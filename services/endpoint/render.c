@@ -14,7 +14,6 @@
 #include <strings.h>
 
 #include "shared/buf.h"
-#include "shared/deflate.h"
 #include "shared/xalloc.h"
 
 /* ---- rendering ---------------------------------------------------------------------- */
@@ -197,11 +196,6 @@ char *ep_render_one(const struct ep_query *q, const struct ep_item *it, size_t *
 }
 
 /* ---- HTTP helpers ---------------------------------------------------------------------- */
-
-char *ep_gzip(const char *data, size_t len, int level, size_t *ret_len)
-{
-    return sh_deflate(data, len, level, SH_DEFLATE_GZIP, 0, ret_len);
-}
 
 /* q-value of a coding in an Accept-Encoding list: -1 absent, else 0..1000. */
 static int coding_q(const char *h, const char *coding)

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "shared/deflate.h"
 #include "shared/xalloc.h"
 
 #define GZIP_LEVEL_PREBUILT 6
@@ -169,7 +170,7 @@ static time_t parse_iso8601(const char *s)
 static struct sh_blob *blob_gzip(const struct sh_blob *plain)
 {
     size_t len;
-    char *gz = ep_gzip(plain->data, plain->len, GZIP_LEVEL_PREBUILT, &len);
+    char *gz = sh_deflate(plain->data, plain->len, GZIP_LEVEL_PREBUILT, SH_DEFLATE_GZIP, 0, &len);
     return gz ? sh_blob_new(gz, len) : NULL;
 }
 
